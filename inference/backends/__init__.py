@@ -1,0 +1,1 @@
+"""Model backends: one base class (base.py) and one file per implementation."""

@@ -1,0 +1,138 @@
+"""Plain data types shared by the classifier, router and backends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+TaskId = Literal[
+    "classification",
+    "conversion",
+    "completion",
+    "chat",
+    "rag",
+    "code",
+    "grammar",
+    "tool_use",
+    "agent",
+    "multimodal",
+]
+#: The ten tasks, in a fixed order (also the classifier's label order).
+TASKS: tuple[TaskId, ...] = (
+    "classification",
+    "conversion",
+    "completion",
+    "chat",
+    "rag",
+    "code",
+    "grammar",
+    "tool_use",
+    "agent",
+    "multimodal",
+)
+
+
+class Tier(StrEnum):
+    SMALL = "small"
+    LARGE = "large"
+
+    @property
+    def other(self) -> Tier:
+        return Tier.LARGE if self is Tier.SMALL else Tier.SMALL
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    content_type: str = ""
+    size: int | None = None
+
+    @property
+    def is_media(self) -> bool:
+        """Image, audio or video: such an attachment makes a request multimodal."""
+        major = self.content_type.split("/", 1)[0].lower()
+        if major in {"image", "audio", "video"}:
+            return True
+        if self.content_type:
+            return False
+        ext = self.filename.rsplit(".", 1)[-1].lower() if "." in self.filename else ""
+        return ext in _MEDIA_EXTENSIONS
+
+
+_MEDIA_EXTENSIONS = frozenset(
+    "png jpg jpeg gif webp bmp tiff svg heic mp3 wav ogg flac m4a opus aac mp4 mov webm mkv avi".split()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One user request as the router sees it."""
+
+    text: str
+    attachments: tuple[Attachment, ...] = ()
+    #: Tokens of conversation history that will accompany the request (long-context signal).
+    context_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    task: TaskId
+    confidence: float
+    #: 0..1 score that the request needs the large tier (reasoning, long/exacting output, long context).
+    difficulty: float
+    #: Human-readable signals that contributed (e.g. "image attachment", "maths word problem").
+    signals: tuple[str, ...] = ()
+    scores: dict[str, float] = field(default_factory=dict)
+    #: Tokens in the request text (by the classifier's tokenizer), for the long-context rule.
+    prompt_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    task: TaskId
+    tier: Tier
+    model: str
+    confidence: float
+    difficulty: float
+    reason: str
+    escalated: bool = False
+
+    def as_json(self) -> dict[str, object]:
+        """The CLI contract: task, tier, model, confidence, reason."""
+        return {
+            "task": self.task,
+            "tier": self.tier.value,
+            "model": self.model,
+            "confidence": round(self.confidence, 4),
+            "reason": self.reason,
+        }
+
+
+@dataclass(slots=True)
+class Timings:
+    """Filled in while a stream runs; seconds since the stream was started."""
+
+    first_token_s: float | None = None
+    total_s: float | None = None
+    tokens: int = 0
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if not self.total_s or self.first_token_s is None or self.tokens < 2:
+            return None
+        return (self.tokens - 1) / max(self.total_s - self.first_token_s, 1e-9)
