@@ -1,0 +1,93 @@
+"""Entry point: `python -m bot [run|route|ask|models]`. The one place that reads settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from inference.errors import ConfigError, InferenceError
+from inference.types import TASKS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description="Switchboard: a Discord bot that routes each request to the smallest model that can do it.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="run the Discord bot (the default when no command is given)")
+    route = sub.add_parser("route", help="print the route for TEXT, or for each JSON line on stdin")
+    route.add_argument("text", nargs="?", help="request text; omit to read JSON Lines on stdin")
+    ask = sub.add_parser("ask", help="answer TEXT through the router, streaming to stdout")
+    ask.add_argument("text", help="the request")
+    ask.add_argument("--task", choices=TASKS, help="force the task instead of classifying")
+    ask.add_argument("--max-new-tokens", type=int, default=256)
+    models = sub.add_parser("models", help="manage the model catalogue")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    msub.add_parser("prepare", help="build/export the catalogue's models into the cache")
+    msub.add_parser("list", help="list the catalogue's models")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from bot.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # include_input=False: a bad value may be a secret.
+        print(f"error: invalid settings: {exc.errors(include_input=False, include_url=False)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return _dispatch(args, settings)
+    except (ConfigError, InferenceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: object) -> int:
+    from bot.settings import Settings
+    from inference import cli
+
+    assert isinstance(settings, Settings)
+    command = args.command or "run"
+    if command == "run":
+        if settings.discord_token is None:
+            print("error: DISCORD_TOKEN is not set; put it in the environment or in .env", file=sys.stderr)
+            return 2
+        from bot.app import run_bot
+
+        return run_bot(settings)
+    catalogue, policy = cli.load_config(settings.catalogue_path, settings.routing_path)
+    if command == "route":
+        return asyncio.run(cli.route_command(args.text, catalogue=catalogue, policy=policy, cache_dir=settings.cache_dir))
+    if command == "ask":
+        return asyncio.run(
+            cli.ask_command(
+                args.text, catalogue=catalogue, policy=policy, cache_dir=settings.cache_dir,
+                task=args.task, max_new_tokens=args.max_new_tokens,
+            )
+        )
+    if args.models_command == "prepare":
+        from inference.prepare import prepare_all
+
+        prepare_all(catalogue, settings.cache_dir)
+        print(f"models ready in {settings.cache_dir}", file=sys.stderr)
+        return 0
+    return cli.models_list(catalogue, policy)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""The Switchboard service: route a request, run it on the chosen tier, fall back when a tier fails.
+
+This is what the CLI and the Discord cogs call. It owns the backends (built and started lazily, each
+behind the resilience layer), knows which unreachable models stand in for which, and reports the
+route that actually answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from inference.backends import build_backend
+from inference.catalogue import Catalogue, ModelSpec, RoutingOverrides
+from inference.errors import BackendUnavailable, InferenceError
+from inference.resilience import ResilientBackend
+from inference.router import Router
+from inference.types import ChatMessage, GenerationParams, Request, RouteDecision, TaskId, Tier, Timings
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from inference.backends.base import Backend
+    from inference.netguard import Guard
+
+log = logging.getLogger(__name__)
+
+BackendFactory = Callable[[str, ModelSpec], "Backend"]
+
+
+class Answer:
+    """One answer in progress: iterate it for text; afterwards it tells who answered and how fast."""
+
+    def __init__(
+        self,
+        board: Switchboard,
+        decision: RouteDecision,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        fallback_model: str | None,
+        catalogue: Catalogue,
+    ) -> None:
+        self.request_id = uuid.uuid4().hex[:8]
+        self.decision = decision
+        self.tier: Tier = decision.tier
+        self.model = decision.model
+        self.provider = ""
+        self.notes: list[str] = list(board.notes_for(decision.model))
+        self.timings = Timings()
+        self._board = board
+        self._messages = list(messages)
+        self._params = params
+        self._fallback_model = fallback_model
+        self._catalogue = catalogue
+
+    @property
+    def fell_back(self) -> bool:
+        return self.tier is not self.decision.tier
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[str]:
+        attempts = [(self.decision.tier, self.decision.model)]
+        if self._fallback_model is not None:
+            attempts.append((self.decision.tier.other, self._fallback_model))
+        last_error: InferenceError | None = None
+        for i, (tier, model) in enumerate(attempts):
+            backend = await self._board.backend(model, self._catalogue)
+            is_last = i == len(attempts) - 1
+            if not backend.available and not is_last:
+                self.notes.append(f"{model} is cooling down after repeated failures; the {tier.other} tier answered")
+                continue
+            self.tier, self.model, self.provider = tier, model, backend.provider
+            spec = self._catalogue.get(model) if model in self._catalogue.models else None
+            params = self._params
+            if spec is not None and params.max_new_tokens > spec.max_new_tokens:
+                params = GenerationParams(
+                    max_new_tokens=spec.max_new_tokens,
+                    temperature=params.temperature,
+                    top_p=params.top_p,
+                    stop=params.stop,
+                )
+            stream = backend.stream(self._messages, params)
+            started = False
+            try:
+                async for piece in stream:
+                    started = True
+                    yield piece
+                self.timings = stream.timings
+                self.provider = stream.provider
+                return
+            except InferenceError as exc:
+                self.timings = stream.timings
+                log.warning(
+                    "request %s: %s on %s (%s tier) failed: %s",
+                    self.request_id, type(exc).__name__, model, tier.value, exc,
+                )
+                # A bad request never goes to a bigger model, and half an answer can't be retried.
+                if started or not exc.fallback or is_last:
+                    raise
+                last_error = exc
+                self.notes.append(f"the {tier.value} tier failed ({_short(exc)}); the {tier.other} tier answered")
+            finally:
+                await stream.aclose()
+        raise last_error or BackendUnavailable("no model available")
+
+
+def _short(exc: InferenceError) -> str:
+    return {
+        "BackendTimeout": "timed out",
+        "BackendOverloaded": "overloaded",
+        "QueueFull": "busy",
+        "BackendUnavailable": "unavailable",
+        "AuthenticationError": "refused our key",
+        "ModelNotFound": "model not found",
+    }.get(type(exc).__name__, "error")
+
+
+class Switchboard:
+    def __init__(
+        self,
+        router: Router,
+        *,
+        cache_dir: Path,
+        session: aiohttp.ClientSession | None = None,
+        guard: Guard | None = None,
+        backend_factory: BackendFactory | None = None,
+    ) -> None:
+        self.router = router
+        self.catalogue = router.catalogue
+        self.cache_dir = cache_dir
+        self._session = session
+        self._guard = guard
+        self._factory = backend_factory
+        self._backends: dict[str, ResilientBackend] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._started: set[str] = set()
+        #: unreachable model -> local stand-in, decided at start-up
+        self.substitutes: dict[str, str] = {}
+
+    # -- start-up -------------------------------------------------------------------------------
+    async def start(self, *, probe: bool = True, warm: Iterable[str] = ()) -> list[str]:
+        """Probe models that have a fallback; substitute unreachable ones. Returns start-up notes."""
+        notes: list[str] = []
+        if probe:
+            for name in self._routed_models():
+                spec = self.catalogue.get(name)
+                if spec.fallback is None:
+                    continue
+                backend = await self.backend(name, start=False)
+                try:
+                    ok = await backend.probe()
+                except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+                    log.debug("probe of %s failed: %r", name, exc)
+                    ok = False
+                if not ok:
+                    self.substitutes[name] = spec.fallback
+                    note = (
+                        f"{name} ({spec.tier.value} tier) is not reachable at {backend.provider}; "
+                        f"{spec.fallback} stands in for it"
+                    )
+                    log.warning(note)
+                    notes.append(note)
+        for name in warm:
+            await self.backend(self.resolve(name))
+        return notes
+
+    def _routed_models(self) -> list[str]:
+        policy = self.router.policy
+        return sorted({*policy.models.values(), *policy.task_models.values()})
+
+    def resolve(self, name: str) -> str:
+        seen = set()
+        while name in self.substitutes and name not in seen:
+            seen.add(name)
+            name = self.substitutes[name]
+        return name
+
+    def notes_for(self, model: str) -> list[str]:
+        return [f"{m} unreachable; {s} stands in" for m, s in self.substitutes.items() if s == model]
+
+    async def backend(self, name: str, catalogue: Catalogue | None = None, *, start: bool = True) -> ResilientBackend:
+        catalogue = catalogue or self.catalogue
+        spec = catalogue.get(name)
+        key = f"{name}:{hash(spec.model_dump_json())}"
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            wrapped = self._backends.get(key)
+            if wrapped is None:
+                raw = (
+                    self._factory(name, spec)
+                    if self._factory
+                    else build_backend(name, spec, cache_dir=self.cache_dir, session=self._session, guard=self._guard)
+                )
+                wrapped = ResilientBackend(raw, spec)
+                self._backends[key] = wrapped
+            if start and key not in self._started:
+                await wrapped.start()
+                self._started.add(key)
+        return wrapped
+
+    # -- requests -------------------------------------------------------------------------------
+    def route(
+        self,
+        request: Request,
+        *,
+        task: TaskId | None = None,
+        overrides: RoutingOverrides | None = None,
+        catalogue: Catalogue | None = None,
+    ) -> RouteDecision:
+        decision = self.router.route(request, task=task, overrides=overrides, catalogue=catalogue)
+        actual = self.resolve(decision.model)
+        if actual != decision.model:
+            decision = RouteDecision(
+                task=decision.task,
+                tier=decision.tier,
+                model=actual,
+                confidence=decision.confidence,
+                difficulty=decision.difficulty,
+                reason=f"{decision.reason}; {decision.model} unreachable at start-up, local {actual} stands in",
+                escalated=decision.escalated,
+            )
+        return decision
+
+    def answer(
+        self,
+        decision: RouteDecision,
+        messages: Sequence[ChatMessage],
+        *,
+        params: GenerationParams | None = None,
+        overrides: RoutingOverrides | None = None,
+        catalogue: Catalogue | None = None,
+        allow_fallback: bool = True,
+    ) -> Answer:
+        policy = overrides.apply(self.router.policy) if overrides else self.router.policy
+        fallback = self.resolve(policy.models[decision.tier.other]) if allow_fallback else None
+        if fallback == decision.model:
+            fallback = None
+        return Answer(self, decision, messages, params or GenerationParams(), fallback, catalogue or self.catalogue)
+
+    async def aclose(self) -> None:
+        backends, self._backends = list(self._backends.values()), {}
+        self._started.clear()
+        for backend in backends:
+            try:
+                await backend.aclose()
+            except Exception:  # noqa: BLE001 - closing the rest matters more
+                log.exception("closing %s failed", backend.name)
