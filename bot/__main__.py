@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
     except ValidationError as exc:
         # include_input=False: a bad value may be a secret.
-        print(f"error: invalid settings: {exc.errors(include_input=False, include_url=False)}", file=sys.stderr)
+        print(
+            f"error: invalid settings: {exc.errors(include_input=False, include_url=False)}", file=sys.stderr
+        )
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -72,12 +74,18 @@ def _dispatch(args: argparse.Namespace, settings: object) -> int:
         return run_bot(settings)
     catalogue, policy = cli.load_config(settings.catalogue_path, settings.routing_path)
     if command == "route":
-        return asyncio.run(cli.route_command(args.text, catalogue=catalogue, policy=policy, cache_dir=settings.cache_dir))
+        return asyncio.run(
+            cli.route_command(args.text, catalogue=catalogue, policy=policy, cache_dir=settings.cache_dir)
+        )
     if command == "ask":
         return asyncio.run(
             cli.ask_command(
-                args.text, catalogue=catalogue, policy=policy, cache_dir=settings.cache_dir,
-                task=args.task, max_new_tokens=args.max_new_tokens,
+                args.text,
+                catalogue=catalogue,
+                policy=policy,
+                cache_dir=settings.cache_dir,
+                task=args.task,
+                max_new_tokens=args.max_new_tokens,
             )
         )
     if args.models_command == "prepare":

@@ -119,6 +119,9 @@ ModelSpec = Annotated[OnnxModel | TransformersModel | OpenAIModel, Field(discrim
 
 class Catalogue(_Strict):
     models: dict[str, ModelSpec]
+    #: Models added by a server's admins rather than the operator: their endpoints go through the
+    #: server-side-request-forgery guard on every request.
+    untrusted: frozenset[str] = frozenset()
 
     @model_validator(mode="after")
     def _fallbacks_exist(self) -> Catalogue:
@@ -133,8 +136,11 @@ class Catalogue(_Strict):
         except KeyError:
             raise ConfigError(f"unknown model {name!r}; known: {', '.join(sorted(self.models))}") from None
 
-    def with_model(self, name: str, spec: ModelSpec) -> Catalogue:
-        return Catalogue(models={**self.models, name: spec})
+    def with_models(self, extra: dict[str, ModelSpec], *, untrusted: bool = True) -> Catalogue:
+        if not extra:
+            return self
+        marked = self.untrusted | frozenset(extra) if untrusted else self.untrusted
+        return Catalogue(models={**self.models, **extra}, untrusted=marked)
 
 
 class Escalation(_Strict):

@@ -84,7 +84,7 @@ async def route_command(
             try:
                 item = RouteIn.model_validate_json(line) if line.lstrip().startswith("{") else None
                 if item is None:
-                    raise ValueError("each line must be a JSON object with a \"text\" field")
+                    raise ValueError('each line must be a JSON object with a "text" field')
                 out: dict[str, object] = board.route(item.to_request()).as_json()
             except (ValidationError, ValueError) as exc:
                 out = _error_line(exc)

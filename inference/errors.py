@@ -70,7 +70,9 @@ class ConfigError(ValueError):
     """A configuration file or value is invalid; the message names the field."""
 
 
-def error_from_status(status: int, body: str, *, backend: str | None = None, retry_after: float | None = None) -> InferenceError:
+def error_from_status(
+    status: int, body: str, *, backend: str | None = None, retry_after: float | None = None
+) -> InferenceError:
     """Turn an HTTP status and body into the matching typed error (TGI-client style)."""
     text = f"HTTP {status}: {body[:300]}".strip()
     if status == 429:

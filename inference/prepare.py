@@ -32,10 +32,16 @@ def plan(catalogue: Catalogue, cache_dir: Path) -> list[Step]:
     steps = [Step("task classifier", lambda say: prepare_classifier(cache_dir, say))]
     for name, spec in catalogue.models.items():
         if isinstance(spec, OnnxModel):
-            steps.append(Step(f"{name} (ONNX {spec.runtime} {spec.precision})",
-                              lambda say, spec=spec: prepare_onnx(spec, cache_dir, say)))
+            steps.append(
+                Step(
+                    f"{name} (ONNX {spec.runtime} {spec.precision})",
+                    lambda say, spec=spec: prepare_onnx(spec, cache_dir, say),
+                )
+            )
         elif isinstance(spec, TransformersModel) and spec.source.startswith("packaged:"):
-            steps.append(Step(f"{name} (transformers)", lambda say, spec=spec: hf_dir(spec.source, cache_dir)))
+            steps.append(
+                Step(f"{name} (transformers)", lambda say, spec=spec: hf_dir(spec.source, cache_dir))
+            )
     return steps
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from inference.backends import build_backend
 from inference.catalogue import Catalogue, ModelSpec, RoutingOverrides
 from inference.errors import BackendUnavailable, InferenceError
-from inference.resilience import ResilientBackend
+from inference.resilience import Clock, ResilientBackend
 from inference.router import Router
 from inference.types import ChatMessage, GenerationParams, Request, RouteDecision, TaskId, Tier, Timings
 
@@ -73,7 +73,9 @@ class Answer:
             backend = await self._board.backend(model, self._catalogue)
             is_last = i == len(attempts) - 1
             if not backend.available and not is_last:
-                self.notes.append(f"{model} is cooling down after repeated failures; the {tier.other} tier answered")
+                self.notes.append(
+                    f"{model} is cooling down after repeated failures; the {tier.other} tier answered"
+                )
                 continue
             self.tier, self.model, self.provider = tier, model, backend.provider
             spec = self._catalogue.get(model) if model in self._catalogue.models else None
@@ -98,13 +100,19 @@ class Answer:
                 self.timings = stream.timings
                 log.warning(
                     "request %s: %s on %s (%s tier) failed: %s",
-                    self.request_id, type(exc).__name__, model, tier.value, exc,
+                    self.request_id,
+                    type(exc).__name__,
+                    model,
+                    tier.value,
+                    exc,
                 )
                 # A bad request never goes to a bigger model, and half an answer can't be retried.
                 if started or not exc.fallback or is_last:
                     raise
                 last_error = exc
-                self.notes.append(f"the {tier.value} tier failed ({_short(exc)}); the {tier.other} tier answered")
+                self.notes.append(
+                    f"the {tier.value} tier failed ({_short(exc)}); the {tier.other} tier answered"
+                )
             finally:
                 await stream.aclose()
         raise last_error or BackendUnavailable("no model available")
@@ -130,13 +138,16 @@ class Switchboard:
         session: aiohttp.ClientSession | None = None,
         guard: Guard | None = None,
         backend_factory: BackendFactory | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.router = router
         self.catalogue = router.catalogue
         self.cache_dir = cache_dir
         self._session = session
-        self._guard = guard
+        #: Checks endpoints that server admins add (server-side request forgery).
+        self.guard = guard
         self._factory = backend_factory
+        self._clock = clock
         self._backends: dict[str, ResilientBackend] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._started: set[str] = set()
@@ -155,7 +166,7 @@ class Switchboard:
                 backend = await self.backend(name, start=False)
                 try:
                     ok = await backend.probe()
-                except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+                except Exception as exc:
                     log.debug("probe of %s failed: %r", name, exc)
                     ok = False
                 if not ok:
@@ -184,7 +195,9 @@ class Switchboard:
     def notes_for(self, model: str) -> list[str]:
         return [f"{m} unreachable; {s} stands in" for m, s in self.substitutes.items() if s == model]
 
-    async def backend(self, name: str, catalogue: Catalogue | None = None, *, start: bool = True) -> ResilientBackend:
+    async def backend(
+        self, name: str, catalogue: Catalogue | None = None, *, start: bool = True
+    ) -> ResilientBackend:
         catalogue = catalogue or self.catalogue
         spec = catalogue.get(name)
         key = f"{name}:{hash(spec.model_dump_json())}"
@@ -195,9 +208,15 @@ class Switchboard:
                 raw = (
                     self._factory(name, spec)
                     if self._factory
-                    else build_backend(name, spec, cache_dir=self.cache_dir, session=self._session, guard=self._guard)
+                    else build_backend(
+                        name,
+                        spec,
+                        cache_dir=self.cache_dir,
+                        session=self._session,
+                        guard=self.guard if name in catalogue.untrusted else None,
+                    )
                 )
-                wrapped = ResilientBackend(raw, spec)
+                wrapped = ResilientBackend(raw, spec, clock=self._clock)
                 self._backends[key] = wrapped
             if start and key not in self._started:
                 await wrapped.start()
@@ -241,7 +260,23 @@ class Switchboard:
         fallback = self.resolve(policy.models[decision.tier.other]) if allow_fallback else None
         if fallback == decision.model:
             fallback = None
-        return Answer(self, decision, messages, params or GenerationParams(), fallback, catalogue or self.catalogue)
+        return Answer(
+            self, decision, messages, params or GenerationParams(), fallback, catalogue or self.catalogue
+        )
+
+    def health(self, name: str, catalogue: Catalogue | None = None) -> str:
+        """'ok', 'cooling down (Ns)', 'not loaded' or 'stand-in: X' - without starting anything."""
+        if name in self.substitutes:
+            return f"unreachable; {self.substitutes[name]} stands in"
+        spec = (catalogue or self.catalogue).models.get(name)
+        if spec is None:
+            return "unknown"
+        wrapped = self._backends.get(f"{name}:{hash(spec.model_dump_json())}")
+        if wrapped is None:
+            return "not loaded yet"
+        if not wrapped.available:
+            return f"cooling down ({wrapped.cooldown_remaining:.0f}s left)"
+        return "ok"
 
     async def aclose(self) -> None:
         backends, self._backends = list(self._backends.values()), {}
@@ -249,5 +284,5 @@ class Switchboard:
         for backend in backends:
             try:
                 await backend.aclose()
-            except Exception:  # noqa: BLE001 - closing the rest matters more
+            except Exception:
                 log.exception("closing %s failed", backend.name)

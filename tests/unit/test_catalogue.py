@@ -28,12 +28,20 @@ def test_default_config_loads_and_is_consistent():
         ("models:\n  m: {kind: onnx, source: packaged:smollm2, tier: tiny}\n", "models.m.onnx.tier"),
         ("models:\n  m: {kind: onnx, source: packaged:smollm2, tier: small, precision: int3}\n", "precision"),
         ("models:\n  m: {kind: onnx, source: packaged:nope, tier: small}\n", "unknown packaged model"),
-        ("models:\n  m: {kind: openai, base_url: ftp://x, model: y, tier: large}\n", "base_url: must be an http"),
-        ("models:\n  m: {kind: openai, base_url: http://x, model: y, tier: large, api_key_env: 'sk-123 4'}\n",
-         "api_key_env: must be the NAME"),
+        (
+            "models:\n  m: {kind: openai, base_url: ftp://x, model: y, tier: large}\n",
+            "base_url: must be an http",
+        ),
+        (
+            "models:\n  m: {kind: openai, base_url: http://x, model: y, tier: large, api_key_env: 'sk-123 4'}\n",
+            "api_key_env: must be the NAME",
+        ),
         ("models:\n  m: {kind: grpc, tier: large}\n", "kind"),
         ("models:\n  m: {kind: onnx, source: packaged:smollm2, tier: small, colour: red}\n", "colour"),
-        ("models:\n  m: {kind: onnx, source: packaged:smollm2, tier: small, fallback: ghost}\n", "unknown model 'ghost'"),
+        (
+            "models:\n  m: {kind: onnx, source: packaged:smollm2, tier: small, fallback: ghost}\n",
+            "unknown model 'ghost'",
+        ),
         ("models: [\n", "not valid YAML"),
     ],
 )
@@ -50,11 +58,17 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 def test_routing_needs_every_task_and_known_models(tmp_path):
     catalogue = load_catalogue()
-    bad = write(tmp_path, "routing.yaml", "tiers: {chat: small}\nmodels: {small: smollm2-onnx, large: large-endpoint}\n")
+    bad = write(
+        tmp_path,
+        "routing.yaml",
+        "tiers: {chat: small}\nmodels: {small: smollm2-onnx, large: large-endpoint}\n",
+    )
     with pytest.raises(ConfigError, match="tiers: .*missing: classification"):
         load_routing(bad, catalogue)
     text = Path("config/routing.yaml").read_text().replace("large: large-endpoint", "large: gpt-99")
-    with pytest.raises(ConfigError, match="routing models.large: unknown model 'gpt-99'; known: large-endpoint"):
+    with pytest.raises(
+        ConfigError, match="routing models.large: unknown model 'gpt-99'; known: large-endpoint"
+    ):
         load_routing(write(tmp_path, "r.yaml", text), catalogue)
 
 
@@ -66,7 +80,10 @@ def test_threshold_out_of_range_is_named(tmp_path):
 
 def test_env_interpolation(tmp_path, monkeypatch):
     monkeypatch.setenv("LARGE_URL_FOR_TEST", "https://llm.example.com/v1/")
-    path = write(tmp_path, "m.yaml",
-                 "models:\n  m: {kind: openai, base_url: '${LARGE_URL_FOR_TEST}', model: '${NOPE:-qwen}', tier: large}\n")
+    path = write(
+        tmp_path,
+        "m.yaml",
+        "models:\n  m: {kind: openai, base_url: '${LARGE_URL_FOR_TEST}', model: '${NOPE:-qwen}', tier: large}\n",
+    )
     spec = load_catalogue(path).models["m"]
     assert spec.base_url == "https://llm.example.com/v1" and spec.model == "qwen"

@@ -13,10 +13,17 @@ from inference.types import TASKS, Classification, Request, TaskId, Tier
 class FixedClassifier:
     """Returns a preset score: the router's logic is tested apart from the model."""
 
-    def __init__(self, task: TaskId, difficulty: float = 0.1, confidence: float = 0.9, tokens: int = 10,
-                 signals: tuple[str, ...] = ()) -> None:
-        self.result = Classification(task=task, confidence=confidence, difficulty=difficulty,
-                                     signals=signals, prompt_tokens=tokens)
+    def __init__(
+        self,
+        task: TaskId,
+        difficulty: float = 0.1,
+        confidence: float = 0.9,
+        tokens: int = 10,
+        signals: tuple[str, ...] = (),
+    ) -> None:
+        self.result = Classification(
+            task=task, confidence=confidence, difficulty=difficulty, signals=signals, prompt_tokens=tokens
+        )
 
     def classify(self, request: Request) -> Classification:
         return self.result
@@ -87,7 +94,9 @@ def test_unknown_forced_task_lists_valid_ones(policy, catalogue):
 
 
 def test_low_confidence_escalates_when_configured(policy, catalogue):
-    strict = policy.model_copy(update={"escalation": policy.escalation.model_copy(update={"min_confidence": 0.6})})
+    strict = policy.model_copy(
+        update={"escalation": policy.escalation.model_copy(update={"min_confidence": 0.6})}
+    )
     decision = Router(FixedClassifier("chat", confidence=0.3), strict, catalogue).route(Request("x"))
     assert decision.tier is Tier.LARGE and "unsure" in decision.reason
 

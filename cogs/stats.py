@@ -1,0 +1,51 @@
+"""/stats: how this server's requests were routed, as text and a chart."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import discord
+from bot.charts import render_stats_chart
+from discord import app_commands
+from discord.ext import commands
+
+from bot.app import SwitchboardBot
+
+
+class StatsCog(commands.Cog):
+    def __init__(self, bot: SwitchboardBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="stats")
+    @app_commands.guild_only()
+    async def stats(self, interaction: discord.Interaction) -> None:
+        """Requests by task and tier, the small tier's share, and latency per model."""
+        await interaction.response.defer(thinking=True)
+        assert interaction.guild_id is not None
+        stats = await self.bot.store.stats(interaction.guild_id)
+        if stats.total == 0:
+            summary = "No requests yet on this server."
+        else:
+            by_tier: dict[str, int] = {}
+            for (_task, tier), n in stats.by_task_tier.items():
+                by_tier[tier] = by_tier.get(tier, 0) + n
+            latency = ", ".join(f"{m} {ms:.0f} ms" for m, ms in sorted(stats.median_latency_ms.items()))
+            summary = (
+                f"**{stats.total}** requests · **{stats.small_share:.0%}** answered by the small tier · "
+                f"{stats.fallbacks} fell back · {stats.failures} failed\nMedian latency: {latency or '-'}"
+            )
+        # Rendering is CPU work: keep it off the event loop.
+        png = await asyncio.to_thread(
+            render_stats_chart,
+            stats.by_task_tier,
+            stats.median_latency_ms,
+            f"Switchboard · {interaction.guild.name if interaction.guild else 'this server'}",
+        )
+        await interaction.edit_original_response(
+            content=summary, attachments=[discord.File(io.BytesIO(png), filename="stats.png")]
+        )
+
+
+async def setup(bot: SwitchboardBot) -> None:
+    await bot.add_cog(StatsCog(bot))

@@ -1,0 +1,133 @@
+"""The service: stand-ins for unreachable models, tier fallback with a visible note, cooldown skip."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.catalogue import RoutingPolicy, load_routing
+from inference.errors import BackendUnavailable, BadRequest, InferenceError
+from inference.resilience import FakeClock
+from inference.router import Router
+from inference.service import Switchboard
+from inference.types import TASKS, ChatMessage, Classification, Request, TaskId, Tier
+from tests.fakes.backends import ScriptedBackend, fake_catalogue
+
+
+class Fixed:
+    def __init__(self, task: TaskId = "chat") -> None:
+        self.task = task
+
+    def classify(self, request: Request) -> Classification:
+        return Classification(task=self.task, confidence=0.9, difficulty=0.1, prompt_tokens=5)
+
+
+def policy() -> RoutingPolicy:
+    base = load_routing()
+    return RoutingPolicy(tiers=base.tiers, models={Tier.SMALL: "small-fake", Tier.LARGE: "large-fake"})
+
+
+def board_with(backends: dict[str, ScriptedBackend], *, task: TaskId = "chat", fallback: bool = False,
+               clock: FakeClock | None = None) -> Switchboard:
+    catalogue = fake_catalogue(fallback=fallback)
+    router = Router(Fixed(task), policy(), catalogue)
+    return Switchboard(router, cache_dir=None,  # type: ignore[arg-type]
+                       backend_factory=lambda name, spec: backends[name], clock=clock)
+
+
+USER = [ChatMessage("user", "hi")]
+
+
+async def collect(answer) -> str:  # type: ignore[no-untyped-def]
+    return "".join([p async for p in answer])
+
+
+async def test_answer_reports_route_and_timings():
+    board = board_with({"small-fake": ScriptedBackend("small-fake", "one two three")})
+    decision = board.route(Request("hi"))
+    answer = board.answer(decision, USER)
+    assert await collect(answer) == "one two three"
+    assert answer.tier is Tier.SMALL and answer.model == "small-fake" and answer.provider == "fake:small-fake"
+    assert answer.timings.tokens == 3 and answer.timings.first_token_s is not None
+    assert not answer.fell_back and answer.notes == []
+
+
+async def test_unreachable_model_gets_its_stand_in_and_says_so():
+    backends = {
+        "large-fake": ScriptedBackend("large-fake", probe_ok=False),
+        "local-fake": ScriptedBackend("local-fake", "local answer"),
+        "small-fake": ScriptedBackend("small-fake"),
+    }
+    board = board_with(backends, task="code", fallback=True)
+    notes = await board.start(probe=True)
+    assert len(notes) == 1 and "large-fake" in notes[0] and "local-fake stands in" in notes[0]
+    decision = board.route(Request("write a parser"))
+    assert decision.tier is Tier.LARGE and decision.model == "local-fake"
+    assert "large-fake unreachable" in decision.reason
+    answer = board.answer(decision, USER)
+    assert await collect(answer) == "local answer"
+    assert any("stands in" in n for n in answer.notes)
+
+
+async def test_failed_tier_falls_back_with_a_note():
+    backends = {
+        "small-fake": ScriptedBackend("small-fake", fail=BackendUnavailable("down")),
+        "large-fake": ScriptedBackend("large-fake", "large answer"),
+    }
+    board = board_with(backends)
+    answer = board.answer(board.route(Request("hi")), USER)
+    assert await collect(answer) == "large answer"
+    assert answer.fell_back and answer.tier is Tier.LARGE
+    assert answer.notes == ["the small tier failed (unavailable); the large tier answered"]
+
+
+async def test_bad_request_never_goes_to_the_bigger_model():
+    large = ScriptedBackend("large-fake", "large answer")
+    board = board_with({"small-fake": ScriptedBackend("small-fake", fail=BadRequest("too long")), "large-fake": large})
+    with pytest.raises(BadRequest):
+        await collect(board.answer(board.route(Request("hi")), USER))
+    assert large.calls == []
+
+
+async def test_half_an_answer_is_not_silently_replaced():
+    large = ScriptedBackend("large-fake", "large answer")
+    small = ScriptedBackend("small-fake", "a b c", fail=BackendUnavailable("reset"), fail_after=2)
+    board = board_with({"small-fake": small, "large-fake": large})
+    pieces: list[str] = []
+    with pytest.raises(InferenceError):
+        async for piece in board.answer(board.route(Request("hi")), USER):
+            pieces.append(piece)
+    assert pieces == ["a", " b"] and large.calls == []
+
+
+async def test_cooling_down_tier_is_skipped_until_it_recovers():
+    clock = FakeClock()
+    small = ScriptedBackend("small-fake", fail=BackendUnavailable("down"))
+    large = ScriptedBackend("large-fake", "large answer")
+    board = board_with({"small-fake": small, "large-fake": large}, clock=clock)
+    for _ in range(2):  # two failures in the window open the circuit (min_requests=2)
+        await collect(board.answer(board.route(Request("hi")), USER))
+    assert len(small.calls) == 2
+    answer = board.answer(board.route(Request("hi")), USER)
+    assert await collect(answer) == "large answer"
+    assert len(small.calls) == 2, "a cooling-down backend is not even tried"
+    assert "cooling down" in answer.notes[0]
+    assert board.health("small-fake").startswith("cooling down")
+    clock.advance(31)
+    small.fail = None
+    answer = board.answer(board.route(Request("hi")), USER)
+    assert await collect(answer) == "hello from the fake model" and answer.tier is Tier.SMALL
+
+
+async def test_aclose_closes_every_backend():
+    backends = {n: ScriptedBackend(n) for n in ("small-fake", "large-fake")}
+    board = board_with(backends)
+    for name in backends:
+        await board.backend(name)
+    await board.aclose()
+    assert all(b.closed for b in backends.values())
+
+
+def test_every_task_routes_somewhere():
+    board = board_with({})
+    for task in TASKS:
+        assert board.route(Request("x"), task=task).model in {"small-fake", "large-fake"}
