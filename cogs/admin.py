@@ -195,10 +195,7 @@ class AdminCog(commands.Cog):
                 f"Unknown model `{model}`. Valid models: {', '.join(sorted(scope.catalogue.models))}",
             )
             return
-        task_models = {**scope.config.task_models, task.value: model}
-        await self.bot.store.update_guild_config(
-            interaction.guild_id, interaction.user.id, "route.set", task_models=task_models
-        )
+        await self.bot.store.set_task_model(interaction.guild_id, interaction.user.id, task.value, model)  # type: ignore[arg-type]
         await self._reply(interaction, f"`{task.value}` is now served by **{model}**.")
 
     @route.command(name="reset")
@@ -256,14 +253,13 @@ class AdminCog(commands.Cog):
         self, interaction: discord.Interaction, channel: discord.TextChannel, prompt: str | None = None
     ) -> None:
         """Set or clear a channel's system prompt."""
-        config = (await self.bot.answers.scope(interaction.guild_id)).config
-        prompts = dict(config.channel_system_prompts)
-        if prompt:
-            prompts[channel.id] = prompt
-        else:
-            prompts.pop(channel.id, None)
-        done = f"System prompt for {channel.mention} {'set' if prompt else 'reset to the default'}."
-        await self._update(interaction, "settings.system_prompt", done, channel_system_prompts=prompts)
+        assert interaction.guild_id is not None
+        try:
+            await self.bot.store.set_channel_prompt(interaction.guild_id, interaction.user.id, channel.id, prompt or None)
+        except ValidationError as exc:
+            await self._reply(interaction, f"Not changed: {_pydantic_message(exc)}")
+            return
+        await self._reply(interaction, f"System prompt for {channel.mention} {'set' if prompt else 'reset to the default'}.")
 
     @settings.command(name="channels")
     @app_commands.describe(action="add, remove, or clear (answer everywhere)", channel="The channel")
