@@ -1,0 +1,371 @@
+"""Any OpenAI-compatible chat endpoint (vLLM, TGI, llama.cpp, ``transformers serve``, hosted APIs).
+
+One HTTP attempt per call: retries, timeouts beyond connect, cooldown and queueing live in
+:class:`inference.resilience.ResilientBackend`, so there is exactly one retry loop.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar
+
+import aiohttp
+from yarl import URL
+
+from inference import netguard
+from inference.backends.base import Backend
+from inference.catalogue import OpenAIModel
+from inference.errors import (
+    AuthenticationError,
+    BackendTimeout,
+    BackendUnavailable,
+    InferenceError,
+    error_from_status,
+)
+from inference.types import ChatMessage, GenerationParams
+
+log = logging.getLogger(__name__)
+
+#: Longest SSE line accepted; a server streaming an endless line is broken, not chatty.
+_MAX_LINE = 1 << 20
+#: Most bytes of an error body kept for the error message.
+_MAX_ERROR_BODY = 4096
+#: Body fields the backend controls; extra_body may not override them (parsing depends on them).
+_RESERVED = frozenset({"messages", "stream"})
+
+
+class EndpointRejected(BackendUnavailable):
+    """The endpoint cannot be used as configured (unsafe address, redirect): retrying will not help."""
+
+    retryable = False
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value: delta-seconds, an HTTP date or "inf".
+
+    ``None`` for a missing, empty or unparsable value (the caller then uses its own backoff); a date in
+    the past gives 0.
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        if math.isnan(seconds) or seconds < 0:
+            return None
+        return seconds  # may be inf: the retry layer compares it with its cap and gives up
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive result came from a malformed zone
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    # retry-after-ms (OpenAI, Azure) is more precise when present.
+    ms = parse_retry_after(headers.get("retry-after-ms"))
+    if ms is not None:
+        return ms / 1000.0
+    return parse_retry_after(headers.get("Retry-After"))
+
+
+class OpenAIBackend(Backend):
+    """POST ``{base_url}/chat/completions``, streamed (SSE) or not.
+
+    ``session``: a shared aiohttp session (not closed here). Without one, or when a ``guard`` is given,
+    the backend makes and owns its session: a guarded session's connector re-checks every resolved
+    address, which a shared session's connector cannot do.
+    """
+
+    kind: ClassVar[str] = "openai"
+
+    def __init__(
+        self,
+        name: str,
+        spec: OpenAIModel,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        guard: netguard.Guard | None = None,
+        stream: bool = True,
+    ) -> None:
+        super().__init__(name, spec.model)
+        self.spec = spec
+        self._guard = guard
+        self._stream = stream
+        self._base_url = spec.base_url.rstrip("/")
+        self._session = session if guard is None else None
+        self._owns_session = self._session is None
+
+    def __repr__(self) -> str:
+        # The key's variable name is fine to show; the key itself never is.
+        return (
+            f"OpenAIBackend(name={self.name!r}, model={self.model!r}, base_url={self._base_url!r}, "
+            f"api_key_env={self.spec.api_key_env!r})"
+        )
+
+    @property
+    def provider(self) -> str:
+        return f"openai:{URL(self._base_url).host or self._base_url}"
+
+    @property
+    def context_window(self) -> int:
+        return self.spec.context_window
+
+    async def start(self) -> None:
+        await self._check_resolved()  # fail at start-up, not on a user's first request
+        self._get_session()
+
+    async def aclose(self) -> None:
+        if self._owns_session and self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = self._guard.connector() if self._guard is not None else None
+            self._session = aiohttp.ClientSession(connector=connector)
+            self._owns_session = True
+        return self._session
+
+    def _check_url(self) -> None:
+        if self._guard is not None:
+            try:
+                self._guard.check_url(self._base_url)
+            except netguard.UnsafeURL as exc:
+                raise EndpointRejected(f"endpoint refused: {exc}", backend=self.name) from None
+
+    async def _check_resolved(self) -> None:
+        if self._guard is not None:
+            try:
+                await self._guard.check_resolved(self._base_url)
+            except netguard.UnresolvableHost as exc:  # DNS may come back: not a verdict on the URL
+                raise BackendUnavailable(str(exc), backend=self.name) from None
+            except netguard.UnsafeURL as exc:
+                raise EndpointRejected(f"endpoint refused: {exc}", backend=self.name) from None
+
+    def _api_key(self) -> str | None:
+        env = self.spec.api_key_env
+        if env is None:
+            return None
+        key = os.environ.get(env, "")
+        if not key:
+            raise AuthenticationError(f"environment variable {env} (the API key) is not set", backend=self.name)
+        return key
+
+    def _headers(self, *, accept: str) -> dict[str, str]:
+        headers = {"Accept": accept}
+        key = self._api_key()  # read at request time so a rotated key is picked up
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _timeout(self, total: float | None = None) -> aiohttp.ClientTimeout:
+        # Only connect is bounded here; first-token/total limits belong to the resilience layer.
+        connect = self.spec.timeouts.connect_s
+        return aiohttp.ClientTimeout(total=total, connect=connect, sock_connect=connect)
+
+    def _body(self, messages: list[ChatMessage], params: GenerationParams, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": min(params.max_new_tokens, self.spec.max_new_tokens),
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "stream": stream,
+        }
+        if params.stop:  # some servers reject an empty list
+            body["stop"] = list(params.stop)
+        body.update({k: v for k, v in self.spec.extra_body.items() if k not in _RESERVED})
+        return body
+
+    def _scrub(self, text: str) -> str:
+        # A misbehaving proxy may echo request headers into an error body.
+        env = self.spec.api_key_env
+        key = os.environ.get(env, "") if env else ""
+        return text.replace(key, "***") if len(key) >= 4 else text
+
+    async def _generate(self, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
+        self._check_url()  # IP literals never reach the guarded resolver: check them on every request
+        stream = self._stream
+        body = self._body(messages, params, stream)
+        headers = self._headers(accept="text/event-stream" if stream else "application/json")
+        url = f"{self._base_url}/chat/completions"
+        log.debug("POST %s model=%s stream=%s", url, self.spec.model, stream)
+        session = self._get_session()
+        try:
+            async with session.post(
+                url, json=body, headers=headers, timeout=self._timeout(), allow_redirects=False
+            ) as resp:
+                await self._raise_for_status(resp)
+                ctype = resp.headers.get("Content-Type", "").lower()
+                # transformers serve answers SSE even to stream=false: follow the answer, not the request.
+                pieces = _sse_pieces(resp) if "text/event-stream" in ctype else _json_pieces(resp)
+                complete = False
+                try:
+                    async for piece in pieces:
+                        yield piece
+                    complete = True
+                finally:
+                    if not complete:
+                        resp.close()  # don't return a half-read connection to the pool
+        except netguard.UnsafeURL as exc:  # raised by the guarded resolver at connect time
+            raise EndpointRejected(f"endpoint refused: {exc}", backend=self.name) from None
+        except InferenceError as exc:
+            exc.backend = exc.backend or self.name
+            raise
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            raise BackendTimeout(f"timeout: {type(exc).__name__}", backend=self.name) from None
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+            raise BackendUnavailable(f"stream broken: {type(exc).__name__}", backend=self.name) from None
+        except aiohttp.ClientError as exc:
+            # Connection refused/reset, DNS failure, TLS errors. str(exc) names host:port, never headers.
+            raise BackendUnavailable(f"{type(exc).__name__}: {exc}", backend=self.name) from None
+
+    async def _raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
+        if 300 <= resp.status < 400:
+            raise EndpointRejected(f"HTTP {resp.status}: redirect not followed", backend=self.name, status=resp.status)
+        if resp.status < 400:
+            return
+        try:
+            raw = await resp.content.read(_MAX_ERROR_BODY)
+        except aiohttp.ClientError:
+            raw = b""
+        text = self._scrub(raw.decode("utf-8", "replace"))
+        log.debug("%s answered HTTP %s", self.name, resp.status)
+        raise error_from_status(resp.status, text, backend=self.name, retry_after=_retry_after(resp.headers))
+
+    async def probe(self) -> bool:
+        """GET /models; servers without it (transformers serve answers 500) get a 1-token completion."""
+        try:
+            await self._check_resolved()
+            session = self._get_session()
+            limit = min(self.spec.timeouts.first_token_s, 30.0)
+            headers = self._headers(accept="application/json")
+            async with session.get(
+                f"{self._base_url}/models", headers=headers, timeout=self._timeout(limit), allow_redirects=False
+            ) as resp:
+                if resp.status < 300:
+                    return True
+                if resp.status in (401, 403):
+                    return False
+            body = self._body([ChatMessage("user", "hi")], GenerationParams(max_new_tokens=1), False)
+            async with session.post(
+                f"{self._base_url}/chat/completions",
+                json=body,
+                headers=headers,
+                timeout=self._timeout(limit),
+                allow_redirects=False,
+            ) as resp:
+                await resp.read()
+                return resp.status < 300
+        except (InferenceError, aiohttp.ClientError, TimeoutError, netguard.UnsafeURL) as exc:
+            log.info("probe of %s failed: %s", self.name, type(exc).__name__)
+            return False
+
+
+async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """Lines of the body (\\n, \\r\\n or \\r), without the terminator."""
+    buf = b""
+    async for chunk in resp.content.iter_any():
+        buf += chunk
+        while True:
+            cut = _line_end(buf)
+            if cut is None:
+                break
+            end, nxt = cut
+            yield buf[:end].decode("utf-8", "replace")
+            buf = buf[nxt:]
+        if len(buf) > _MAX_LINE:
+            raise BackendUnavailable("stream broken: line too long")
+    if buf:
+        yield buf.decode("utf-8", "replace")
+
+
+def _line_end(buf: bytes) -> tuple[int, int] | None:
+    n, r = buf.find(b"\n"), buf.find(b"\r")
+    if n < 0 and r < 0:
+        return None
+    if r >= 0 and (n < 0 or r < n):
+        if r + 1 == len(buf):
+            return None  # a lone \r at the end may be the first half of \r\n: wait for more
+        return (r, r + 2) if buf[r + 1 : r + 2] == b"\n" else (r, r + 1)
+    return (n, n + 1)
+
+
+async def _events(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """The data of each server-sent event (data: lines joined by newlines); comments skipped."""
+    data: list[str] = []
+    async for line in _lines(resp):
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):  # keep-alive comment
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value.removeprefix(" "))
+    if data:
+        yield "\n".join(data)
+
+
+async def _sse_pieces(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    finished = False
+    async for data in _events(resp):
+        if data.strip() == "[DONE]":
+            return
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise BackendUnavailable("stream broken: a chunk is not JSON") from None
+        if not isinstance(chunk, dict):
+            continue
+        if "error" in chunk:
+            raise BackendUnavailable(f"server error mid-stream: {_error_text(chunk['error'])}")
+        choices = chunk.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        if not isinstance(choice, dict):
+            continue  # usage-only or empty chunk
+        delta = choice.get("delta") or choice.get("message") or {}
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str) and content:  # empty deltas (role only) are normal
+            yield content
+        if choice.get("finish_reason"):
+            finished = True  # some servers (transformers serve) never send [DONE]
+    if not finished:
+        raise BackendUnavailable("stream broken: ended without [DONE] or finish_reason")
+
+
+async def _json_pieces(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    try:
+        payload = json.loads(await resp.read())
+    except ValueError:
+        raise BackendUnavailable("response is not JSON") from None
+    if isinstance(payload, dict) and "error" in payload:
+        raise BackendUnavailable(f"server error: {_error_text(payload['error'])}")
+    try:
+        message = payload["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        raise BackendUnavailable("response has no choices[0].message") from None
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str) and content:
+        yield content
+
+
+def _error_text(error: object) -> str:
+    if isinstance(error, dict):
+        error = error.get("message", error)
+    return str(error)[:300]

@@ -1,0 +1,363 @@
+"""The one place where timeouts, retries, cooldown and queueing happen, for every backend.
+
+:class:`ResilientBackend` wraps any :class:`~inference.backends.base.Backend` and applies the model
+spec's :class:`~inference.catalogue.Timeouts`, :class:`~inference.catalogue.RetryPolicy`,
+:class:`~inference.catalogue.Cooldown` and :class:`~inference.catalogue.Limits`. Backends themselves
+never retry, so a request is attempted at most ``retry.max_attempts`` times in total.
+
+Time: retry backoff and the cooldown window run on an injectable :class:`Clock` (tests use
+:class:`FakeClock` and never sleep). First-token and total timeouts are event-loop deadlines
+(``asyncio.timeout_at``): they must interrupt a stalled await, which only the loop can do; tests use
+small real limits against a backend that blocks on an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Protocol
+
+from inference.backends.base import Backend, TokenStream
+from inference.catalogue import Cooldown, Limits, RetryPolicy, Timeouts
+from inference.errors import (
+    AuthenticationError,
+    BackendOverloaded,
+    BackendTimeout,
+    BackendUnavailable,
+    BadRequest,
+    InferenceError,
+    QueueFull,
+)
+from inference.types import ChatMessage, GenerationParams
+
+log = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class FakeClock:
+    """Time that moves only when told: :meth:`sleep` records the delay and jumps ahead at once."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)  # still a suspension point, like a real sleep
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class _Spec(Protocol):
+    """What this layer reads from a catalogue model spec (every kind has these)."""
+
+    @property
+    def timeouts(self) -> Timeouts: ...
+    @property
+    def retry(self) -> RetryPolicy: ...
+    @property
+    def cooldown(self) -> Cooldown: ...
+    @property
+    def limits(self) -> Limits: ...
+
+
+def counts_as_failure(exc: BaseException) -> bool:
+    """Whether an outcome says the backend is unhealthy (bad requests are the caller's fault)."""
+    if isinstance(exc, QueueFull):
+        return False  # our own queue, not the backend
+    if isinstance(exc, AuthenticationError):
+        return True
+    if isinstance(exc, BadRequest):
+        return False
+    return True
+
+
+class ResilientBackend:
+    """Same interface as :class:`Backend` (``stream`` returns a :class:`TokenStream`), with policies.
+
+    - at most ``limits.max_concurrency`` requests run and ``limits.max_queue`` wait; one more gets
+      :class:`QueueFull` at once;
+    - ``timeouts.first_token_s`` per attempt and ``timeouts.total_s`` per request raise
+      :class:`BackendTimeout` and close the underlying stream;
+    - retryable errors are retried only before the first token was yielded, with capped exponential
+      backoff and jitter, honouring Retry-After up to ``retry.retry_after_cap_s``;
+    - a failing backend (failure ratio over a sliding window, or one auth error) cools down for
+      ``cooldown.duration_s``, then one request goes through as a probe (half-open).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        spec: _Spec,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.backend = backend
+        self.spec = spec
+        self._clock: Clock = clock or RealClock()
+        self._rng = rng or random.Random()
+        self._slots = asyncio.Semaphore(spec.limits.max_concurrency)
+        #: Requests admitted (running or waiting for a slot).
+        self._admitted = 0
+        #: (time, failed) per finished request, oldest first.
+        self._outcomes: deque[tuple[float, bool]] = deque()
+        self._open_until: float | None = None
+        self._probe_in_flight = False
+
+    def __repr__(self) -> str:
+        return f"ResilientBackend({self.backend!r})"
+
+    # --- the Backend surface -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    @property
+    def model(self) -> str:
+        return self.backend.model
+
+    @property
+    def kind(self) -> str:
+        return self.backend.kind
+
+    @property
+    def provider(self) -> str:
+        return self.backend.provider
+
+    @property
+    def context_window(self) -> int:
+        return self.backend.context_window
+
+    def count_tokens(self, text: str) -> int:
+        return self.backend.count_tokens(text)
+
+    async def start(self) -> None:
+        await self.backend.start()
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    async def probe(self) -> bool:
+        """The backend's health check, bounded by the first-token timeout; success ends a cooldown."""
+        try:
+            async with asyncio.timeout(self.spec.timeouts.first_token_s):
+                ok = await self.backend.probe()
+        except Exception as exc:  # a probe answers yes or no, whatever went wrong
+            log.info("probe of %s failed: %s", self.name, type(exc).__name__)
+            ok = False
+        if ok and self._open_until is not None and not self._probe_in_flight:
+            self._close_circuit()
+        return ok
+
+    def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> TokenStream:
+        return TokenStream(self._run(list(messages), params), model=self.model, provider=self.provider)
+
+    # --- state ---------------------------------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        """False while cooling down, and while the half-open probe request is in flight."""
+        if self._open_until is None:
+            return True
+        return self._clock.monotonic() >= self._open_until and not self._probe_in_flight
+
+    @property
+    def cooldown_remaining(self) -> float:
+        if self._open_until is None:
+            return 0.0
+        return max(0.0, self._open_until - self._clock.monotonic())
+
+    @property
+    def in_flight(self) -> int:
+        """Requests running or queued."""
+        return self._admitted
+
+    # --- the request ---------------------------------------------------------------------------------
+    async def _run(self, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
+        is_probe = self._enter_circuit()  # raises at once while cooling down
+        try:
+            slot = self._slot()  # raises QueueFull at once when the queue is full
+        except QueueFull:
+            if is_probe:
+                self._probe_in_flight = False
+            raise
+        error: BaseException | None = None
+        # Neutral = says nothing about the backend's health (cancelled before any token, our own queue).
+        neutral = True
+        try:
+            attempts = self._attempts(messages, params, max_attempts=1 if is_probe else None)
+            # aclosing: leaving the loop early (caller closed us) must close the attempt, and with it
+            # the backend's generation, now rather than whenever the garbage collector gets to it.
+            async with slot, contextlib.aclosing(attempts):
+                async for piece in attempts:
+                    neutral = False
+                    yield piece
+            neutral = False
+        except QueueFull as exc:  # the wait for a slot timed out
+            error = exc
+            raise
+        except InferenceError as exc:
+            error, neutral = exc, False
+            raise
+        except Exception as exc:
+            # A backend bug must not escape as a random type: callers handle InferenceError.
+            error, neutral = BackendUnavailable(f"backend failed: {type(exc).__name__}", backend=self.name), False
+            raise error from exc
+        finally:
+            self._record(error, probe=is_probe, neutral=neutral)
+
+    def _enter_circuit(self) -> bool:
+        """Raise while cooling down; returns True when this request is the half-open probe."""
+        if self._open_until is None:
+            return False
+        remaining = self._open_until - self._clock.monotonic()
+        if remaining > 0:
+            raise BackendUnavailable(f"cooling down ({remaining:.0f}s left)", backend=self.name)
+        if self._probe_in_flight:
+            raise BackendUnavailable("cooling down (probe in flight)", backend=self.name)
+        self._probe_in_flight = True
+        return True
+
+    def _slot(self) -> _Slot:
+        limits = self.spec.limits
+        if self._admitted >= limits.max_concurrency + limits.max_queue:
+            raise QueueFull("busy, try again", backend=self.name)
+        return _Slot(self)
+
+    async def _attempts(
+        self, messages: list[ChatMessage], params: GenerationParams, *, max_attempts: int | None
+    ) -> AsyncGenerator[str, None]:
+        timeouts, retry = self.spec.timeouts, self.spec.retry
+        max_attempts = max_attempts or retry.max_attempts
+        loop = asyncio.get_running_loop()
+        total_deadline = loop.time() + timeouts.total_s
+        attempt = 0
+        while True:
+            attempt += 1
+            yielded = False
+            delay: float | None = None
+            stream = self.backend.stream(messages, params)
+            try:
+                first_deadline = min(loop.time() + timeouts.first_token_s, total_deadline)
+                while True:
+                    deadline = total_deadline if yielded else first_deadline
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            piece = await stream.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    except TimeoutError:
+                        which = "total" if yielded or deadline == total_deadline else "first-token"
+                        limit = timeouts.total_s if which == "total" else timeouts.first_token_s
+                        raise BackendTimeout(f"{which} timeout ({limit:g}s)", backend=self.name) from None
+                    yielded = True
+                    yield piece
+            except InferenceError as exc:
+                if yielded or not exc.retryable or attempt >= max_attempts:
+                    raise
+                delay = self._backoff(exc, attempt)
+                if delay is None or loop.time() + delay >= total_deadline or self._open_until is not None:
+                    raise  # Retry-After beyond the cap, no time left, or the circuit opened meanwhile
+                log.info(
+                    "%s: attempt %d failed (%s), retrying in %.2fs",
+                    self.name, attempt, type(exc).__name__, delay,
+                )
+            finally:
+                await stream.aclose()  # cancels the generation on timeout, error or early exit
+            await self._clock.sleep(delay or 0.0)
+
+    def _backoff(self, exc: InferenceError, attempt: int) -> float | None:
+        """Seconds before the next attempt; None when the server asks for longer than the cap."""
+        retry = self.spec.retry
+        retry_after = exc.retry_after if isinstance(exc, BackendOverloaded) else None
+        if retry_after is not None and retry_after > 0:
+            return retry_after if retry_after <= retry.retry_after_cap_s else None
+        # Capped exponential backoff, shortened by up to 25% at random so clients don't retry in step.
+        base = min(retry.backoff_cap_s, retry.backoff_base_s * 2 ** (attempt - 1))
+        return base * (1 - 0.25 * self._rng.random())
+
+    # --- cooldown ------------------------------------------------------------------------------------
+    def _record(self, exc: BaseException | None, *, probe: bool, neutral: bool) -> None:
+        now = self._clock.monotonic()
+        failed = exc is not None and counts_as_failure(exc)
+        if probe:
+            self._probe_in_flight = False
+            if neutral:
+                return  # stays half-open: the next request probes
+            if failed:
+                self._open_circuit(now, exc)
+            else:
+                self._close_circuit()
+            return
+        if neutral or (exc is not None and not failed) or self._open_until is not None:
+            return  # bad requests are the caller's fault; late outcomes of a tripped window don't count
+        window = self.spec.cooldown
+        self._outcomes.append((now, failed))
+        while self._outcomes and self._outcomes[0][0] <= now - window.window_s:
+            self._outcomes.popleft()
+        if isinstance(exc, AuthenticationError):
+            self._open_circuit(now, exc)
+            return
+        failures = sum(1 for _, f in self._outcomes if f)
+        total = len(self._outcomes)
+        if total >= window.min_requests and failures / total >= window.failure_ratio:
+            self._open_circuit(now, exc)
+
+    def _open_circuit(self, now: float, exc: BaseException | None) -> None:
+        duration = self.spec.cooldown.duration_s
+        self._open_until = now + duration
+        self._outcomes.clear()
+        log.warning("%s cooling down for %.0fs after %s", self.name, duration, type(exc).__name__)
+
+    def _close_circuit(self) -> None:
+        self._open_until = None
+        self._outcomes.clear()
+        log.info("%s is available again", self.name)
+
+
+class _Slot:
+    """Admission (counted at once, so the queue bound is exact) and a concurrency slot."""
+
+    def __init__(self, owner: ResilientBackend) -> None:
+        self._owner = owner
+        owner._admitted += 1
+
+    async def __aenter__(self) -> None:
+        owner = self._owner
+        try:
+            # Waiting in the queue is bounded too: nobody waits longer than a first token would take.
+            async with asyncio.timeout(owner.spec.timeouts.first_token_s):
+                await owner._slots.acquire()
+        except TimeoutError:
+            owner._admitted -= 1
+            raise QueueFull("busy, try again (queue wait timed out)", backend=owner.name) from None
+        except BaseException:
+            owner._admitted -= 1
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._owner._slots.release()
+        self._owner._admitted -= 1
