@@ -28,6 +28,16 @@ DEFAULT_SYSTEM_PROMPT = (
 ALLOWED_CONTENT_TYPES = ("image/", "audio/", "video/", "text/", "application/json", "application/pdf")
 
 
+def human_size(size: int) -> str:
+    """1536 -> '1.5 KB', 8388608 -> '8 MB' (binary units, as Discord shows them)."""
+    value, unit = float(size), "bytes"
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            break
+        value /= 1024
+    return f"{size} bytes" if unit == "bytes" else f"{value:.1f}".removesuffix(".0") + f" {unit}"
+
+
 class UserError(Exception):
     """Bad input: the message is shown to the user as it is."""
 
@@ -80,8 +90,10 @@ class AnswerService:
             raise UserError(f"At most {self.settings.max_attachments} attachments per request.")
         for a in attachments:
             if a.size is not None and a.size > self.settings.max_attachment_bytes:
-                mb = self.settings.max_attachment_bytes / 1_048_576
-                raise UserError(f"`{a.filename}` is too large; attachments may be at most {mb:.0f} MB.")
+                limit_text = human_size(self.settings.max_attachment_bytes)
+                raise UserError(
+                    f"`{a.filename}` is too large ({human_size(a.size)}); attachments may be at most {limit_text}."
+                )
             if not a.content_type.startswith(ALLOWED_CONTENT_TYPES):
                 raise UserError(
                     f"`{a.filename}` has an unsupported type ({a.content_type or 'unknown'}): "

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import discord
@@ -56,6 +57,7 @@ class SwitchboardBot(commands.Bot):
         store: Store,
         limiter: RateLimiter | None = None,
         shutdown_grace_s: float = 20.0,
+        clock: Callable[[], float] = time.monotonic,
         **options: object,
     ) -> None:
         intents = discord.Intents.default()
@@ -72,11 +74,20 @@ class SwitchboardBot(commands.Bot):
         self.settings = settings
         self.board = board
         self.store = store
-        self.limiter = limiter or RateLimiter()
+        # Not `limiter or ...`: an empty RateLimiter is falsy (it has __len__).
+        self.limiter = limiter if limiter is not None else RateLimiter()
         self.answers = AnswerService(board, store, settings)
         self.shutdown_grace_s = shutdown_grace_s
+        #: Monotonic clock for streaming edits and the footer's time (tests pass a manual one).
+        self.clock = clock
         self._jobs: set[asyncio.Task[object]] = set()
         self.closing = False
+        self._close_task: asyncio.Task[None] | None = None
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        # No text commands: mentions are questions for the ask cog, not a command prefix. (The default
+        # would run process_commands and log CommandNotFound at ERROR for every mention.)
+        return
 
     async def setup_hook(self) -> None:
         for ext in EXTENSIONS:
@@ -101,9 +112,14 @@ class SwitchboardBot(commands.Bot):
                 self._jobs.discard(task)  # type: ignore[arg-type]
 
     async def close(self) -> None:
-        if self.closing:
-            return
-        self.closing = True
+        # Every caller (signal handler, `async with bot`, a test) waits for the same shutdown, so nothing
+        # is released (HTTP session, store) while replies are still being finished.
+        if self._close_task is None:
+            self.closing = True
+            self._close_task = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._close_task)
+
+    async def _close(self) -> None:
         jobs = [t for t in self._jobs if not t.done()]
         if jobs:
             log.info("waiting up to %.0fs for %d in-flight replies", self.shutdown_grace_s, len(jobs))
@@ -117,10 +133,9 @@ class SwitchboardBot(commands.Bot):
 
 async def start(settings: Settings) -> None:
     """Build everything from settings, run until closed, then release everything in order."""
-    from inference.classifier import TaskClassifier
-
     from bot.storage import Store
     from inference.catalogue import load_catalogue, load_routing
+    from inference.classifier import TaskClassifier
     from inference.netguard import Guard
     from inference.router import Router
 

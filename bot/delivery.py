@@ -7,11 +7,14 @@ privately), so /ask, mentions and thread conversations share one code path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+import discord
 
 from bot.answering import Prepared, UserError
 from bot.replies import StreamingReply, footer
@@ -63,7 +66,7 @@ class Outcome:
 
 
 async def deliver(
-    bot: object, target: Target, ask: Ask, *, clock: Callable[[], float] = time.monotonic
+    bot: object, target: Target, ask: Ask, *, clock: Callable[[], float] | None = None
 ) -> Outcome | None:
     """Run ``ask`` and stream it into ``target``. Never raises for model or input errors.
 
@@ -73,6 +76,7 @@ async def deliver(
 
     assert isinstance(bot, SwitchboardBot)
     service = bot.answers
+    clock = clock or bot.clock
     try:
         scope = await service.scope(ask.guild_id)
         allowed = scope.config.allowed_channels
@@ -80,14 +84,14 @@ async def deliver(
             where = ", ".join(f"<#{c}>" for c in allowed)
             await target.refuse(f"I only answer in {where} on this server.")
             return None
-        if ask.guild_id is not None:
-            verdict = bot.limiter.check(
-                (ask.guild_id, ask.user_id), scope.config.rate_limit_per_minute, scope.config.rate_limit_burst
-            )
-            if not verdict.allowed:
-                wait = max(1, math.ceil(verdict.retry_after))
-                await target.refuse(f"You're sending requests too fast; try again in {wait} s.")
-                return None
+        # Direct messages too (key (None, user), default limits): they would otherwise be unlimited.
+        verdict = bot.limiter.check(
+            (ask.guild_id, ask.user_id), scope.config.rate_limit_per_minute, scope.config.rate_limit_burst
+        )
+        if not verdict.allowed:
+            wait = max(1, math.ceil(verdict.retry_after))
+            await target.refuse(f"You're sending requests too fast; try again in {wait} s.")
+            return None
         request = service.validate(ask.prompt, ask.attachments, scope.config)
         decision = service.route(request, scope, task=ask.task, keep_tier=ask.keep_tier)
         prepared = await service.start(
@@ -104,6 +108,7 @@ async def deliver(
     answer = prepared.answer
     reply = StreamingReply(target.edit, target.send, clock=clock)
     started = time.perf_counter()
+    shown_from = clock()
     ok = False
     parts: list[str] = []
     try:
@@ -115,8 +120,16 @@ async def deliver(
         log.warning("request %s failed: %s: %s", answer.request_id, type(exc).__name__, exc)
         await reply.fail(f"⚠️ {friendly(exc)} (request `{answer.request_id}`)")
     except asyncio.CancelledError:
-        await asyncio.shield(reply.fail("⚠️ Cut off: the bot is shutting down."))
+        with contextlib.suppress(Exception):
+            await asyncio.shield(reply.fail("⚠️ Cut off: the bot is shutting down."))
         raise
+    except (discord.Forbidden, discord.NotFound) as exc:
+        # The message or channel is gone or closed to us: writing again would fail the same way.
+        log.warning("request %s: reply not deliverable: %s", answer.request_id, exc)
+    except Exception:
+        log.exception("request %s failed unexpectedly", answer.request_id)
+        with contextlib.suppress(Exception):
+            await reply.fail(f"⚠️ Something went wrong on my side (request `{answer.request_id}`).")
     finally:
         try:
             await service.record(ask.guild_id, ask.user_id, prepared, started, ok)
@@ -133,7 +146,7 @@ async def deliver(
                 decision.task,
                 answer.tier.value,
                 answer.model,
-                time.perf_counter() - started,
+                clock() - shown_from,
                 "; ".join(notes) or None,
             )
         )

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+
 import discord
-from bot.replies import SAFE_MENTIONS
 
 from bot.delivery import Edit, Target
+from bot.replies import SAFE_MENTIONS
+
+log = logging.getLogger(__name__)
+
+
+def home_channel_id(channel: object, fallback: int | None = None) -> int | None:
+    """The channel whose settings apply: a thread's parent, else the channel itself.
+
+    Allowed channels and per-channel system prompts are set on text channels; a thread inherits them.
+    """
+    if isinstance(channel, discord.Thread):
+        return channel.parent_id
+    channel_id = getattr(channel, "id", None)
+    return channel_id if isinstance(channel_id, int) else fallback
 
 
 def _message_editor(message: discord.Message | discord.WebhookMessage) -> Edit:
@@ -16,8 +31,9 @@ def _message_editor(message: discord.Message | discord.WebhookMessage) -> Edit:
 
 
 def interaction_target(interaction: discord.Interaction, *, ephemeral: bool = False) -> Target:
-    """Edits the deferred reply; follow-ups for overflow. Past the token's 15 minutes, posts in the channel."""
-    channel = interaction.channel
+    """Edits the deferred reply; follow-ups for overflow. Past the token's 15 minutes, posts in the channel
+    (a private answer goes to the user's direct messages instead, never to the channel)."""
+    channel: object = interaction.user if ephemeral else interaction.channel
     fallback: list[discord.Message] = []
 
     async def edit(content: str) -> None:
@@ -43,13 +59,17 @@ def interaction_target(interaction: discord.Interaction, *, ephemeral: bool = Fa
 
     async def refuse(content: str) -> None:
         if interaction.is_expired():
+            log.info("interaction %s expired before its refusal could be sent", interaction.id)
             return
-        if not ephemeral:
-            # The deferred "thinking" reply is public; replace it with a private note.
-            try:
-                await interaction.delete_original_response()
-            except discord.NotFound:
-                pass
+        if ephemeral:
+            # The deferred "thinking" reply is already private: it becomes the note.
+            await interaction.edit_original_response(content=content, allowed_mentions=SAFE_MENTIONS)
+            return
+        # The deferred "thinking" reply is public; replace it with a private note.
+        try:
+            await interaction.delete_original_response()
+        except discord.NotFound:
+            pass
         await interaction.followup.send(content, ephemeral=True, allowed_mentions=SAFE_MENTIONS)
 
     return Target(edit=edit, send=send, refuse=refuse)

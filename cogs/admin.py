@@ -7,12 +7,12 @@ import logging
 import time
 
 import discord
-from bot.replies import SAFE_MENTIONS
 from discord import app_commands
 from discord.ext import commands
 from pydantic import ValidationError
 
 from bot.app import SwitchboardBot
+from bot.replies import SAFE_MENTIONS
 from bot.storage import AlreadyExists, NotFound
 from inference.catalogue import OpenAIModel, format_validation_error
 from inference.errors import InferenceError
@@ -195,8 +195,25 @@ class AdminCog(commands.Cog):
                 f"Unknown model `{model}`. Valid models: {', '.join(sorted(scope.catalogue.models))}",
             )
             return
+        # The router only uses a task's model on that model's tier: say so rather than store a no-op.
+        model_tier = scope.catalogue.get(model).tier
+        task_tier = scope.overrides.apply(self.bot.board.router.policy).tiers[task.value]  # type: ignore[index]
+        if model_tier is Tier.SMALL and task_tier is Tier.LARGE:
+            await self._reply(
+                interaction,
+                f"Not changed: **{model}** is a small-tier model and `{task.value}` always runs on the large "
+                "tier, so it would never be used. Choose a large-tier model.",
+            )
+            return
         await self.bot.store.set_task_model(interaction.guild_id, interaction.user.id, task.value, model)  # type: ignore[arg-type]
-        await self._reply(interaction, f"`{task.value}` is now served by **{model}**.")
+        if model_tier is task_tier:
+            await self._reply(interaction, f"`{task.value}` is now served by **{model}**.")
+        else:
+            await self._reply(
+                interaction,
+                f"`{task.value}` is now served by **{model}** when a request escalates to the large tier; "
+                f"it normally runs on the small tier.",
+            )
 
     @route.command(name="reset")
     async def route_reset(self, interaction: discord.Interaction) -> None:
@@ -239,8 +256,16 @@ class AdminCog(commands.Cog):
 
     @settings.command(name="threshold")
     @app_commands.describe(value="Difficulty (0 to 1) at which small-tier requests escalate")
-    async def settings_threshold(self, interaction: discord.Interaction, value: float) -> None:
+    async def settings_threshold(
+        self, interaction: discord.Interaction, value: app_commands.Range[float, 0.0, 1.0]
+    ) -> None:
         """Set the escalation threshold."""
+        # Discord's client enforces the range too, but only as a hint: check it here as well.
+        if not 0.0 <= value <= 1.0:
+            await self._reply(
+                interaction, f"Not changed: the threshold must be between 0 and 1 (you gave {value:g})."
+            )
+            return
         await self._update(
             interaction, "settings.threshold", f"Escalation threshold set to {value:.2f}.", threshold=value
         )
@@ -255,11 +280,14 @@ class AdminCog(commands.Cog):
         """Set or clear a channel's system prompt."""
         assert interaction.guild_id is not None
         try:
-            await self.bot.store.set_channel_prompt(interaction.guild_id, interaction.user.id, channel.id, prompt or None)
+            await self.bot.store.set_channel_prompt(
+                interaction.guild_id, interaction.user.id, channel.id, prompt or None
+            )
         except ValidationError as exc:
             await self._reply(interaction, f"Not changed: {_pydantic_message(exc)}")
             return
-        await self._reply(interaction, f"System prompt for {channel.mention} {'set' if prompt else 'reset to the default'}.")
+        done = "set" if prompt else "reset to the default"
+        await self._reply(interaction, f"System prompt for {channel.mention} {done}.")
 
     @settings.command(name="channels")
     @app_commands.describe(action="add, remove, or clear (answer everywhere)", channel="The channel")

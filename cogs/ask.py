@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 
 import discord
-from bot.replies import SAFE_MENTIONS
 from discord import app_commands
 from discord.ext import commands
 
 from bot.app import SwitchboardBot
 from bot.delivery import Ask, deliver
-from cogs._targets import interaction_target, message_target
+from bot.replies import SAFE_MENTIONS
+from cogs._targets import home_channel_id, interaction_target, message_target
 from inference.types import TASKS, Attachment
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class AskCog(commands.Cog):
                 interaction_target(interaction, ephemeral=private),
                 Ask(
                     guild_id=interaction.guild_id,
-                    channel_id=interaction.channel_id,
+                    channel_id=home_channel_id(interaction.channel, interaction.channel_id),
                     user_id=interaction.user.id,
                     prompt=prompt,
                     attachments=[to_attachment(file)] if file else [],
@@ -64,11 +64,16 @@ class AskCog(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or self.bot.user is None or message.guild is None:
             return
-        if self.bot.user not in message.mentions or isinstance(message.channel, discord.Thread):
-            return  # threads are the chat cog's
-        config = await self.bot.store.guild_config(message.guild.id)
-        if config.allowed_channels and message.channel.id not in config.allowed_channels:
+        if self.bot.user not in message.mentions:
             return
+        if isinstance(message.channel, discord.Thread):
+            conversation = await self.bot.store.get_conversation(message.channel.id)
+            if conversation is not None and not conversation.closed:
+                return  # an open conversation: the chat cog answers every message there
+        channel_id = home_channel_id(message.channel)
+        config = await self.bot.store.guild_config(message.guild.id)
+        if config.allowed_channels and channel_id not in config.allowed_channels:
+            return  # not a channel this server wants answers in: stay silent
         prompt = message.content.replace(self.bot.user.mention, "").replace(f"<@!{self.bot.user.id}>", "")
         placeholder = await message.reply("⏳", mention_author=False, allowed_mentions=SAFE_MENTIONS)
         async with self.bot.job():
@@ -77,7 +82,7 @@ class AskCog(commands.Cog):
                 message_target(placeholder, message.channel),
                 Ask(
                     guild_id=message.guild.id,
-                    channel_id=message.channel.id,
+                    channel_id=channel_id,
                     user_id=message.author.id,
                     prompt=prompt,
                     attachments=[to_attachment(a) for a in message.attachments],

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import discord
-from bot.replies import SAFE_MENTIONS
 from discord import app_commands
 from discord.ext import commands
 
+from bot.answering import UserError
 from bot.app import SwitchboardBot
 from bot.delivery import Ask, deliver
+from bot.replies import SAFE_MENTIONS, split_message
 from cogs._targets import message_target
 from cogs.ask import to_attachment
 from inference.types import Tier
@@ -23,6 +27,8 @@ class ChatCog(commands.GroupCog, group_name="chat"):
 
     def __init__(self, bot: SwitchboardBot) -> None:
         self.bot = bot
+        #: thread id -> (lock, tasks using it): turns in one thread run one after another.
+        self._turns: dict[int, tuple[asyncio.Lock, int]] = {}
         super().__init__()
 
     @app_commands.command(name="start")
@@ -39,7 +45,13 @@ class ChatCog(commands.GroupCog, group_name="chat"):
             where = ", ".join(f"<#{c}>" for c in config.allowed_channels)
             await interaction.edit_original_response(content=f"I only answer in {where} on this server.")
             return
-        title = (prompt or f"Chat with {interaction.user.display_name}")[:90]
+        if prompt:
+            try:  # before the thread exists: a prompt that can't be answered opens nothing
+                self.bot.answers.validate(prompt, [], config)
+            except UserError as exc:
+                await interaction.edit_original_response(content=str(exc), allowed_mentions=SAFE_MENTIONS)
+                return
+        title = " ".join((prompt or f"Chat with {interaction.user.display_name}").split())[:90].strip()
         thread = await channel.create_thread(name=title, type=discord.ChannelType.public_thread)
         await self.bot.store.create_conversation(
             thread_id=thread.id,
@@ -54,10 +66,10 @@ class ChatCog(commands.GroupCog, group_name="chat"):
             content=f"Started a conversation in {thread.mention}. Write there; `/chat end` closes it."
         )
         if prompt:
-            await thread.send(
-                f"**{discord.utils.escape_markdown(interaction.user.display_name)}:** {prompt}",
-                allowed_mentions=SAFE_MENTIONS,
-            )
+            # Quote the opening prompt in the thread (a long one takes several messages).
+            quote = f"**{discord.utils.escape_markdown(interaction.user.display_name)}:** {prompt}"
+            for chunk in split_message(quote):
+                await thread.send(chunk, allowed_mentions=SAFE_MENTIONS)
             await self._answer(thread, interaction.user.id, prompt, [])
 
     @app_commands.command(name="end")
@@ -96,6 +108,21 @@ class ChatCog(commands.GroupCog, group_name="chat"):
             if conversation is not None and not conversation.closed:
                 await self.bot.store.close_conversation(after.id)
 
+    @contextlib.asynccontextmanager
+    async def _turn(self, thread_id: int) -> AsyncIterator[None]:
+        """One turn at a time per thread, so each answer sees the previous exchange."""
+        lock, users = self._turns.get(thread_id, (asyncio.Lock(), 0))
+        self._turns[thread_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._turns[thread_id]
+            if users == 1:
+                del self._turns[thread_id]
+            else:
+                self._turns[thread_id] = (lock, users - 1)
+
     async def _answer(
         self,
         thread: discord.Thread,
@@ -104,16 +131,18 @@ class ChatCog(commands.GroupCog, group_name="chat"):
         attachments: list[discord.Attachment],
         reply_to: discord.Message | None = None,
     ) -> None:
-        conversation = await self.bot.store.get_conversation(thread.id)
-        if conversation is None:
-            return
-        history = [m.as_chat() for m in await self.bot.store.history(thread.id)]
         if reply_to is not None:
             placeholder = await reply_to.reply("⏳", mention_author=False, allowed_mentions=SAFE_MENTIONS)
         else:
             placeholder = await thread.send("⏳", allowed_mentions=SAFE_MENTIONS)
         target = message_target(placeholder, thread)
-        async with self.bot.job():
+        # The whole turn, storing it included, is an in-flight job: shutdown waits for it.
+        async with self.bot.job(), self._turn(thread.id):
+            conversation = await self.bot.store.get_conversation(thread.id)
+            if conversation is None or conversation.closed:
+                await placeholder.edit(content="This conversation is closed.", allowed_mentions=SAFE_MENTIONS)
+                return
+            history = [m.as_chat() for m in await self.bot.store.history(thread.id)]
             outcome = await deliver(
                 self.bot,
                 target,
@@ -127,16 +156,16 @@ class ChatCog(commands.GroupCog, group_name="chat"):
                     keep_tier=conversation.tier,
                 ),
             )
-        if outcome is None or not outcome.ok:
-            return  # nothing answered: the turn is not kept, so a retry starts clean
-        answer = outcome.prepared.answer
-        count = (
-            await self.bot.board.backend(answer.model, outcome.prepared.scope.catalogue, start=False)
-        ).count_tokens
-        await self.bot.store.add_message(thread.id, "user", prompt, count(prompt))
-        await self.bot.store.add_message(thread.id, "assistant", outcome.text, count(outcome.text))
-        if answer.tier is not conversation.tier or answer.model != conversation.model:
-            await self.bot.store.set_conversation_tier(thread.id, answer.tier, answer.model)
+            if outcome is None or not outcome.ok:
+                return  # nothing answered: the turn is not kept, so a retry starts clean
+            answer = outcome.prepared.answer
+            count = (
+                await self.bot.board.backend(answer.model, outcome.prepared.scope.catalogue, start=False)
+            ).count_tokens
+            await self.bot.store.add_message(thread.id, "user", prompt, count(prompt))
+            await self.bot.store.add_message(thread.id, "assistant", outcome.text, count(outcome.text))
+            if answer.tier is not conversation.tier or answer.model != conversation.model:
+                await self.bot.store.set_conversation_tier(thread.id, answer.tier, answer.model)
 
 
 async def setup(bot: SwitchboardBot) -> None:

@@ -6,11 +6,11 @@ import asyncio
 import io
 
 import discord
-from bot.charts import render_stats_chart
 from discord import app_commands
 from discord.ext import commands
 
 from bot.app import SwitchboardBot
+from bot.charts import render_stats_chart
 
 
 class StatsCog(commands.Cog):

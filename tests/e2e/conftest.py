@@ -149,3 +149,7 @@ def run_bot(fake_discord: FakeDiscord) -> Callable[..., contextlib.AbstractAsync
             pytest.fail(f"bot.start() raised: {exc!r}", pytrace=False)
 
     return _run
+
+
+# The real bot's harness (tests/e2e/test_bot_*.py): imported last, it builds on the fixtures above.
+from tests.e2e.bot_harness import switchboard  # noqa: E402, F401
