@@ -1,0 +1,242 @@
+"""A causal LM exported to ONNX (``inference.export``), run by ONNX Runtime.
+
+Two runtimes, picked by the catalogue's ``runtime``:
+
+- ``genai`` (onnxruntime-genai): the generation loop and KV cache live in C++, which is what makes a
+  135M model fast on CPU (int4: about 2.6x PyTorch eager on 2 cores);
+- ``optimum`` (``ORTModelForCausalLM``): transformers' ``generate`` loop over an ONNX Runtime session.
+
+Both encode and decode with the transformers tokenizer saved beside the export: onnxruntime-genai's
+own tokenizer mis-decodes the GGUF-derived SmolLM2 tokenizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from inference.backends.base import Backend
+from inference.backends.chat_template import GenerationStats, budget, encode_prompt, eos_token_ids
+from inference.backends.threaded import iterate_in_thread
+from inference.backends.transformers import acquire_or_stop, close_pieces, generate_token_ids, stream_text
+from inference.catalogue import OnnxModel
+from inference.errors import BackendUnavailable, InferenceError
+from inference.export import TOKENIZER_DIR, export_dir, is_complete
+from inference.types import ChatMessage, GenerationParams
+
+log = logging.getLogger(__name__)
+
+#: ONNX Runtime execution provider -> onnxruntime-genai provider name.
+_GENAI_PROVIDERS = {
+    "CUDAExecutionProvider": "cuda",
+    "DmlExecutionProvider": "dml",
+    "WebGpuExecutionProvider": "webgpu",
+    "CPUExecutionProvider": "cpu",
+}
+
+
+class OnnxBackend(Backend):
+    """A causal LM exported to ONNX; CUDA first when the catalogue asks for it, else CPU."""
+
+    kind = "onnx"
+
+    def __init__(self, name: str, spec: OnnxModel, cache_dir: Path) -> None:
+        super().__init__(name, spec.source)
+        self.spec = spec
+        self.cache_dir = cache_dir
+        #: Where the export is read from (benchmarks may point it at another export of the model).
+        self.export_path = export_dir(spec, cache_dir)
+        self._tokenizer: Any = None
+        self._model: Any = None
+        self._eos_ids: set[int] = set()
+        self._provider = "not started"
+        # One generation at a time per session: concurrent runs would only split the same cores, and
+        # the optimum wrapper keeps per-call state (IO binding buffers) on the model object.
+        self._lock = threading.Lock()
+        self.last_run: GenerationStats | None = None
+
+    @property
+    def provider(self) -> str:
+        """``onnxruntime-genai:cpu`` or ``onnxruntime:CPUExecutionProvider``: what actually runs."""
+        return self._provider
+
+    @property
+    def context_window(self) -> int:
+        return self.spec.context_window
+
+    async def start(self) -> None:
+        if self._model is None:
+            await asyncio.to_thread(self._load)
+
+    async def aclose(self) -> None:
+        self._model = None
+
+    async def probe(self) -> bool:
+        return self._model is not None
+
+    def count_tokens(self, text: str) -> int:
+        if self._tokenizer is None:
+            return super().count_tokens(text)
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- loading ---------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        spec = self.spec
+        if not is_complete(self.export_path):
+            # Exporting takes seconds to a minute and hundreds of MB: a deliberate step, not a side
+            # effect of the first request.
+            raise BackendUnavailable(
+                f"{self.name}: no ONNX export of {spec.source} ({spec.runtime}, {spec.precision}) "
+                f"at {self.export_path}; run `python -m bot models prepare`",
+                backend=self.name,
+            )
+        from transformers import AutoTokenizer, GenerationConfig
+
+        tok_dir = self.export_path / TOKENIZER_DIR
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+            try:
+                gen_config: Any = GenerationConfig.from_pretrained(tok_dir)
+            except OSError:
+                gen_config = None
+            if spec.runtime == "genai":
+                self._model, self._provider = self._load_genai()
+            else:
+                self._model, self._provider = self._load_optimum()
+        except InferenceError:
+            raise
+        except Exception as exc:  # ORT raises its own exception types, not OSError
+            raise BackendUnavailable(f"{self.name}: cannot load {self.export_path}: {exc}", backend=self.name) from exc
+        self._tokenizer = tokenizer
+        self._eos_ids = eos_token_ids(tokenizer, gen_config)
+        wanted = spec.providers[0] if spec.providers else "CPUExecutionProvider"
+        level = logging.INFO if _same_provider(wanted, self._provider) else logging.WARNING
+        log.log(level, "%s: running on %s (asked for %s)", self.name, self._provider, ", ".join(spec.providers))
+
+    def _load_genai(self) -> tuple[Any, str]:
+        import onnxruntime_genai as og
+
+        available = {
+            "cuda": og.is_cuda_available(),
+            "dml": og.is_dml_available(),
+            "webgpu": og.is_webgpu_available(),
+            "cpu": True,
+        }
+        for ort_name in [*self.spec.providers, "CPUExecutionProvider"]:
+            name = _GENAI_PROVIDERS.get(ort_name)
+            if name is None or not available[name]:
+                log.info("%s: %s is not available to onnxruntime-genai here; trying the next", self.name, ort_name)
+                continue
+            config = og.Config(str(self.export_path))
+            config.clear_providers()
+            if name != "cpu":  # no provider entry means CPU
+                config.append_provider(name)
+            try:
+                return og.Model(config), f"onnxruntime-genai:{name}"
+            except Exception as exc:  # a GPU present but unusable (driver, memory): try the next one
+                if name == "cpu":
+                    raise
+                log.warning("%s: onnxruntime-genai could not start on %s: %s", self.name, name, exc)
+        raise BackendUnavailable(f"{self.name}: no usable execution provider", backend=self.name)
+
+    def _load_optimum(self) -> tuple[Any, str]:
+        import onnxruntime as ort
+        from optimum.onnxruntime import ORTModelForCausalLM
+
+        available = set(ort.get_available_providers())
+        chain = [p for p in self.spec.providers if p in available]
+        for skipped in set(self.spec.providers) - available:
+            log.info("%s: %s is not in this onnxruntime build; skipping it", self.name, skipped)
+        if "CPUExecutionProvider" not in chain:
+            chain.append("CPUExecutionProvider")
+        # ONNX Runtime itself falls back along the chain (onnxruntime-gpu lists CUDA even without a
+        # GPU and drops to CPU after logging the missing library), so ask the session what it got.
+        model = ORTModelForCausalLM.from_pretrained(self.export_path, providers=chain, use_cache=True)
+        return model, f"onnxruntime:{model.session.get_providers()[0]}"
+
+    # -- generation ------------------------------------------------------------------------------------
+
+    async def _generate(self, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
+        if self._model is None:
+            raise BackendUnavailable(f"{self.name} is not started", backend=self.name)
+        model, tokenizer, eos_ids = self._model, self._tokenizer, self._eos_ids
+        max_prompt, max_new = budget(self.context_window, params)
+        stats = self.last_run = GenerationStats()
+        genai = self.spec.runtime == "genai"
+
+        def make(stop: threading.Event) -> Iterator[str]:
+            if not acquire_or_stop(self._lock, stop):
+                stats.finish_reason = "cancelled"
+                return
+            try:
+                prompt = encode_prompt(tokenizer, messages, max_prompt_tokens=max_prompt)
+                stats.prompt_tokens = len(prompt)
+                if genai:
+                    ids = genai_token_ids(model, prompt, params=params, max_new_tokens=max_new, stop=stop)
+                else:
+                    ids = generate_token_ids(
+                        model, prompt, params=params, max_new_tokens=max_new, eos_ids=eos_ids,
+                        pad_id=tokenizer.pad_token_id, stop=stop,
+                    )  # fmt: skip
+                yield from stream_text(ids, tokenizer, params=params, eos_ids=eos_ids, stop=stop, stats=stats)
+            except InferenceError:
+                raise
+            except Exception as exc:  # ORT / genai errors carry no useful type
+                raise BackendUnavailable(f"{self.name}: generation failed: {exc}", backend=self.name) from exc
+            finally:
+                self._lock.release()
+
+        pieces = iterate_in_thread(make)
+        try:
+            async for piece in pieces:
+                yield piece
+        finally:
+            await close_pieces(pieces)
+
+
+def genai_token_ids(
+    model: Any, input_ids: list[int], *, params: GenerationParams, max_new_tokens: int, stop: threading.Event
+) -> Iterator[int]:
+    """New token ids from onnxruntime-genai, one ``generate_next_token`` at a time.
+
+    The caller stops on EOS; ``stop`` is checked before every step, so a closed stream costs at most
+    one more token.
+    """
+    import numpy as np
+    import onnxruntime_genai as og
+
+    gen_params = og.GeneratorParams(model)
+    sample = params.temperature > 0
+    options: dict[str, Any] = {
+        # max_length counts the prompt too; keeping it tight also keeps the preallocated KV cache
+        # (past_present_share_buffer) small instead of the model's full context length.
+        "max_length": len(input_ids) + max_new_tokens,
+        "do_sample": sample,
+    }
+    if sample:
+        options.update(temperature=params.temperature, top_p=params.top_p, top_k=50)
+    gen_params.set_search_options(**options)
+    generator = og.Generator(model, gen_params)
+    try:
+        if stop.is_set():
+            return
+        generator.append_tokens(np.asarray(input_ids, dtype=np.int32))  # the prefill
+        produced = 0
+        while produced < max_new_tokens and not stop.is_set():
+            generator.generate_next_token()
+            produced += 1
+            yield int(generator.get_next_tokens()[0])
+            if generator.is_done():
+                return
+    finally:
+        del generator  # frees the KV cache now rather than at the next collection
+
+
+def _same_provider(wanted: str, actual: str) -> bool:
+    name = actual.split(":", 1)[1]
+    return name == wanted or name == _GENAI_PROVIDERS.get(wanted)

@@ -1,0 +1,290 @@
+"""A causal LM on PyTorch via transformers (the local stand-in for a large model, and the reference
+the ONNX backend is checked against).
+
+Generation runs ``model.generate`` in a thread with a streamer; closing the stream sets an event
+that a :class:`~transformers.StoppingCriteria` reads before every token. The same streaming helper
+drives optimum's ``ORTModelForCausalLM`` (see :mod:`inference.backends.onnx`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from inference.backends.base import Backend
+from inference.backends.chat_template import (
+    GenerationStats,
+    IncrementalDecoder,
+    StopStrings,
+    budget,
+    encode_prompt,
+    eos_token_ids,
+)
+from inference.backends.threaded import iterate_in_thread
+from inference.catalogue import TransformersModel
+from inference.errors import BackendUnavailable, InferenceError
+from inference.sources import hf_dir
+from inference.types import ChatMessage, GenerationParams
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+def resolve_device(device: str) -> str:
+    """``auto``: the first CUDA GPU when torch sees one, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype | str:
+    """``auto``: the checkpoint's own dtype on a GPU; float32 on CPU, where half precision is slow."""
+    import torch
+
+    if dtype == "auto":
+        return "auto" if device.startswith("cuda") else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+
+def acquire_or_stop(lock: threading.Lock, stop: threading.Event) -> bool:
+    """Wait for the per-model lock, giving up when the stream is closed while waiting."""
+    while not lock.acquire(timeout=0.05):
+        if stop.is_set():
+            return False
+    return True
+
+
+def generate_token_ids(
+    model: Any,
+    input_ids: list[int],
+    *,
+    params: GenerationParams,
+    max_new_tokens: int,
+    eos_ids: set[int],
+    pad_id: int | None,
+    stop: threading.Event,
+) -> Iterator[int]:
+    """New token ids from ``model.generate`` (transformers or optimum), as they are produced.
+
+    ``generate`` blocks, so it runs in its own thread and hands tokens over a queue; closing this
+    iterator, or setting ``stop``, ends it before the next token.
+    """
+    import torch
+    from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+    from transformers.generation.streamers import BaseStreamer
+
+    tokens: queue.Queue[object] = queue.Queue()
+    halt = threading.Event()
+
+    class _Streamer(BaseStreamer):
+        first = True
+
+        def put(self, value: torch.Tensor) -> None:
+            if self.first:  # generate() first hands over the prompt itself
+                self.first = False
+                return
+            for tok in value.reshape(-1).tolist():
+                tokens.put(int(tok))
+
+        def end(self) -> None:
+            pass
+
+    class _StopOnEvent(StoppingCriteria):
+        def __call__(self, ids: torch.LongTensor, scores: torch.FloatTensor, **kw: Any) -> torch.BoolTensor:
+            done = stop.is_set() or halt.is_set()
+            return torch.full((ids.shape[0],), done, dtype=torch.bool, device=ids.device)  # type: ignore[return-value]
+
+    sample = params.temperature > 0
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=sample,
+        temperature=params.temperature if sample else None,
+        top_p=params.top_p if sample else None,
+        top_k=50 if sample else None,
+        eos_token_id=sorted(eos_ids),
+        pad_token_id=pad_id if pad_id is not None else min(eos_ids, default=0),
+    )
+    device = getattr(model, "device", "cpu")
+    ids = torch.tensor([input_ids], dtype=torch.long, device=device)
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    generation_config=config,
+                    streamer=_Streamer(),
+                    stopping_criteria=StoppingCriteriaList([_StopOnEvent()]),
+                )
+        except BaseException as exc:  # re-raised on the consuming side
+            tokens.put(exc)
+        finally:
+            tokens.put(_END)
+
+    worker = threading.Thread(target=run, name="switchboard-hf-generate", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = tokens.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        halt.set()
+        worker.join()  # at most one forward step: the stopping criterion runs after each token
+
+
+def stream_text(
+    token_ids: Iterator[int],
+    tokenizer: Any,
+    *,
+    params: GenerationParams,
+    eos_ids: set[int],
+    stop: threading.Event,
+    stats: GenerationStats,
+) -> Iterator[str]:
+    """Token ids -> text pieces: incremental decoding, EOS, stop strings and the finish reason."""
+    decoder = IncrementalDecoder(tokenizer)
+    stops = StopStrings(params.stop)
+    stats.finish_reason = "error"
+    try:
+        for tok in token_ids:
+            if tok in eos_ids:
+                stats.finish_reason = "eos"
+                break
+            stats.generated_tokens += 1
+            piece = stops.push(decoder.push(tok))
+            if piece:
+                yield piece
+            if stops.stopped:
+                stats.finish_reason = "stop_string"
+                return
+            if stop.is_set():
+                stats.finish_reason = "cancelled"
+                return
+        else:
+            stats.finish_reason = "cancelled" if stop.is_set() else "length"
+        tail = stops.push(decoder.flush()) + stops.flush()
+        if stops.stopped:
+            stats.finish_reason = "stop_string"
+        if tail:
+            yield tail
+    except GeneratorExit:
+        stats.finish_reason = "cancelled"
+        raise
+    finally:
+        close = getattr(token_ids, "close", None)
+        if close is not None:
+            close()  # stops the producer (joins generate's thread, frees the KV cache)
+
+
+class TransformersBackend(Backend):
+    """A transformers causal LM on the local GPU or CPU."""
+
+    kind = "transformers"
+
+    def __init__(self, name: str, spec: TransformersModel, cache_dir: Path) -> None:
+        super().__init__(name, spec.source)
+        self.spec = spec
+        self.cache_dir = cache_dir
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._eos_ids: set[int] = set()
+        self._device = "cpu"
+        # One generation at a time per model: a second would only split the same cores and memory.
+        self._lock = threading.Lock()
+        self.last_run: GenerationStats | None = None
+
+    @property
+    def provider(self) -> str:
+        return f"transformers:{self._device}"
+
+    @property
+    def context_window(self) -> int:
+        return self.spec.context_window
+
+    async def start(self) -> None:
+        if self._model is None:
+            await asyncio.to_thread(self._load)
+
+    def _load(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        spec = self.spec
+        try:
+            source = hf_dir(spec.source, self.cache_dir)
+            device = resolve_device(spec.device)
+            kw: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+            tokenizer = AutoTokenizer.from_pretrained(source, **kw)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(spec.dtype, device), **kw)
+            model.to(device).eval()  # type: ignore[arg-type]  # transformers' stub of .to is wrong
+        except (OSError, ValueError, ImportError, RuntimeError) as exc:
+            raise BackendUnavailable(f"cannot load {spec.source}: {exc}", backend=self.name) from exc
+        self._tokenizer, self._model, self._device = tokenizer, model, device
+        self._eos_ids = eos_token_ids(tokenizer, model.generation_config)
+        log.info("%s: loaded %s on %s (%s)", self.name, spec.source, device, model.dtype)
+
+    async def aclose(self) -> None:
+        self._model = None
+
+    async def probe(self) -> bool:
+        return self._model is not None
+
+    def count_tokens(self, text: str) -> int:
+        if self._tokenizer is None:
+            return super().count_tokens(text)
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    async def _generate(self, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
+        if self._model is None:
+            raise BackendUnavailable(f"{self.name} is not started", backend=self.name)
+        model, tokenizer, eos_ids = self._model, self._tokenizer, self._eos_ids
+        max_prompt, max_new = budget(self.context_window, params)
+        stats = self.last_run = GenerationStats()
+
+        def make(stop: threading.Event) -> Iterator[str]:
+            if not acquire_or_stop(self._lock, stop):
+                stats.finish_reason = "cancelled"
+                return
+            try:
+                prompt = encode_prompt(tokenizer, messages, max_prompt_tokens=max_prompt)
+                stats.prompt_tokens = len(prompt)
+                ids = generate_token_ids(
+                    model, prompt, params=params, max_new_tokens=max_new, eos_ids=eos_ids,
+                    pad_id=tokenizer.pad_token_id, stop=stop,
+                )  # fmt: skip
+                yield from stream_text(ids, tokenizer, params=params, eos_ids=eos_ids, stop=stop, stats=stats)
+            except InferenceError:
+                raise
+            except RuntimeError as exc:  # e.g. CUDA out of memory
+                raise BackendUnavailable(f"generation failed: {exc}", backend=self.name) from exc
+            finally:
+                self._lock.release()
+
+        pieces = iterate_in_thread(make)
+        try:
+            async for piece in pieces:
+                yield piece
+        finally:
+            await close_pieces(pieces)
+
+
+async def close_pieces(pieces: AsyncIterator[str]) -> None:
+    """Close an async generator now: the worker's stop event is set at once, not when it is collected."""
+    close = getattr(pieces, "aclose", None)
+    if close is not None:
+        await close()
