@@ -15,12 +15,15 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inference.catalogue import Catalogue, RoutingPolicy, load_catalogue, load_routing
-from inference.types import TASKS, Attachment, ChatMessage, GenerationParams, Request, TaskId
+
+if TYPE_CHECKING:
+    from inference.service import Switchboard
+from inference.types import Attachment, ChatMessage, GenerationParams, Request, TaskId
 
 
 class AttachmentIn(BaseModel):
@@ -46,7 +49,10 @@ def load_config(catalogue_path: Path | None, routing_path: Path | None) -> tuple
     return catalogue, load_routing(routing_path, catalogue)
 
 
-async def build_switchboard(catalogue: Catalogue, policy: RoutingPolicy, cache_dir: Path):  # type: ignore[no-untyped-def]
+async def build_switchboard(
+    catalogue: Catalogue, policy: RoutingPolicy, cache_dir: Path
+) -> tuple[Switchboard, list[str]]:
+    # Imported here so `--help` and config errors stay fast.
     from inference.classifier import TaskClassifier
     from inference.router import Router
     from inference.service import Switchboard
@@ -166,6 +172,3 @@ def models_list(catalogue: Catalogue, policy: RoutingPolicy, stdout: TextIO = sy
         mark = f"  <- {routed[name]} tier" if name in routed else ""
         print(f"{name:16} {spec.kind:12} {spec.tier.value:6} {where}{mark}", file=stdout)
     return 0
-
-
-TASK_CHOICES = TASKS

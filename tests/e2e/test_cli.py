@@ -1,0 +1,129 @@
+"""The command-line contract other tools depend on: `python -m bot route|ask|models|--help`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inference.types import TASKS
+from tests.fakes.openai_server import unused_port
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {"task", "tier", "model", "confidence", "reason"}
+
+
+@pytest.fixture(scope="module")
+def env(prepared_classifier) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN"}
+    # Nothing listens there: the large tier's stand-in must be reported, quickly.
+    env["SWITCHBOARD_LARGE_URL"] = f"http://127.0.0.1:{unused_port()}/v1"
+    env["SWITCHBOARD_CACHE_DIR"] = str(prepared_classifier)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def run(args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bot", *args], input=stdin, capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=timeout)
+
+
+def check_route(out: dict[str, object]) -> None:
+    assert set(out) == KEYS
+    assert out["task"] in TASKS and out["tier"] in {"small", "large"}
+    assert isinstance(out["model"], str) and out["model"]
+    assert isinstance(out["confidence"], float) and 0 <= out["confidence"] <= 1
+    assert isinstance(out["reason"], str) and out["reason"]
+
+
+def test_help_lists_the_subcommands(env):
+    result = run(["--help"], env)
+    assert result.returncode == 0
+    for sub in ("run", "route", "ask", "models"):
+        assert sub in result.stdout
+
+
+def test_run_without_token_names_the_setting_in_one_line(env, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bot"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "DISCORD_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_route_one_text(env):
+    result = run(["route", "hey how's it going? :)"], env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    check_route(out)
+    assert out["task"] == "chat" and out["tier"] == "small"
+
+
+def test_route_jsonl_in_order_with_malformed_lines(env):
+    lines = [
+        {"text": "translate 'good morning' into Spanish"},
+        "this is not json",
+        {"text": "what's in this picture?", "attachments": [{"filename": "cat.png", "content_type": "image/png"}]},
+        {"no_text": 1},
+        {"text": "write a python function that merges two sorted lists"},
+    ]
+    stdin = "".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines)
+    result = run(["route"], env, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    outs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(outs) == 5
+    assert set(outs[1]) == {"error"} and "JSON" in outs[1]["error"]
+    assert set(outs[3]) == {"error"} and "text" in outs[3]["error"]
+    for out in (outs[0], outs[2], outs[4]):
+        check_route(out)
+    assert outs[0]["task"] == "conversion"
+    assert outs[2]["task"] == "multimodal" and outs[2]["tier"] == "large"
+    assert outs[4]["task"] == "code"
+    # The large tier's endpoint is unreachable: the route names the local stand-in and says so.
+    assert outs[2]["model"] == "smollm2-local" and "stands in" in outs[2]["reason"]
+
+
+def test_route_answers_each_line_before_the_next_arrives(env):
+    proc = subprocess.Popen([sys.executable, "-m", "bot", "route"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        for text in ("hello there", "summarise this paragraph for me please"):
+            proc.stdin.write(json.dumps({"text": text}) + "\n")
+            proc.stdin.flush()
+            check_route(json.loads(proc.stdout.readline()))  # blocks unless the CLI flushed per line
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+
+
+def test_models_list(env):
+    result = run(["models", "list"], env)
+    assert result.returncode == 0
+    assert "smollm2-onnx" in result.stdout and "small tier" in result.stdout
+
+
+def test_bad_config_is_one_clear_line(env, tmp_path):
+    bad = tmp_path / "models.yaml"
+    bad.write_text("models:\n  m: {kind: onnx, source: packaged:smollm2, tier: medium}\n")
+    result = run(["route", "hi"], {**env, "SWITCHBOARD_CATALOGUE_PATH": str(bad)})
+    assert result.returncode == 2
+    assert "models.m" in result.stderr and "tier" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.real_model
+def test_ask_streams_the_answer_and_reports_the_route(env, prepared_models):
+    result = run(["ask", "--max-new-tokens", "16", "What is the capital of France?"],
+                 {**env, "SWITCHBOARD_CACHE_DIR": str(prepared_models)}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    route = json.loads(result.stderr.strip().splitlines()[-1])
+    assert route["tier"] == "small" and route["model"] == "smollm2-onnx"
+    assert route["provider"].startswith("onnxruntime")
+    assert route["time_to_first_token_s"] is not None and route["total_s"] >= route["time_to_first_token_s"]
