@@ -25,6 +25,7 @@ run: setup
 	$(PY) -m bot
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

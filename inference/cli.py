@@ -131,6 +131,7 @@ async def ask_command(
             [ChatMessage("user", text)],
             params=GenerationParams(max_new_tokens=max_new_tokens),
         )
+        await board.backend(decision.model)  # load first, so the timings are the answer's, not the load's
         started = time.perf_counter()
         try:
             async for piece in answer:

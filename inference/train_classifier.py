@@ -171,7 +171,6 @@ def _build_artifacts(out: Path, train_path: Path, say: Progress, *, key: str) ->
         "tasks": list(TASKS),
         "features": list(FEATURE_NAMES),
         "max_tokens": MAX_TOKENS,
-        "threads": 1,
         "encoder": {"base": "all-MiniLM-L6-v2 (packaged:minilm)", "layers": ENCODER_LAYERS, "quantization":
                     "int8 dynamic, per-channel", "int8_vs_fp32_cosine": cosine},
         "train_examples": len(examples),

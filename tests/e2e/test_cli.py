@@ -27,9 +27,18 @@ def env(prepared_classifier) -> dict[str, str]:
     return env
 
 
-def run(args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bot", *args], input=stdin, capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=timeout)
+def run(
+    args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
 
 
 def check_route(out: dict[str, object]) -> None:
@@ -89,8 +98,15 @@ def test_route_jsonl_in_order_with_malformed_lines(env):
 
 
 def test_route_answers_each_line_before_the_next_arrives(env):
-    proc = subprocess.Popen([sys.executable, "-m", "bot", "route"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "route"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     try:
         assert proc.stdin is not None and proc.stdout is not None
         for text in ("hello there", "summarise this paragraph for me please"):
@@ -119,8 +135,11 @@ def test_bad_config_is_one_clear_line(env, tmp_path):
 
 @pytest.mark.real_model
 def test_ask_streams_the_answer_and_reports_the_route(env, prepared_models):
-    result = run(["ask", "--max-new-tokens", "16", "What is the capital of France?"],
-                 {**env, "SWITCHBOARD_CACHE_DIR": str(prepared_models)}, timeout=300)
+    result = run(
+        ["ask", "--max-new-tokens", "16", "What is the capital of France?"],
+        {**env, "SWITCHBOARD_CACHE_DIR": str(prepared_models)},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
     route = json.loads(result.stderr.strip().splitlines()[-1])

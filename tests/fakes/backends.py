@@ -73,9 +73,27 @@ def fake_catalogue(*, fallback: bool = False) -> Catalogue:
         "cooldown": {"min_requests": 2, "failure_ratio": 0.5, "duration_s": 30},
     }
     models: dict[str, dict[str, object]] = {
-        "small-fake": {"kind": "openai", "base_url": "http://small.invalid/v1", "model": "s", "tier": "small", **common},
-        "large-fake": {"kind": "openai", "base_url": "http://large.invalid/v1", "model": "l", "tier": "large", **common},
-        "local-fake": {"kind": "openai", "base_url": "http://local.invalid/v1", "model": "x", "tier": "large", **common},
+        "small-fake": {
+            "kind": "openai",
+            "base_url": "http://small.invalid/v1",
+            "model": "s",
+            "tier": "small",
+            **common,
+        },
+        "large-fake": {
+            "kind": "openai",
+            "base_url": "http://large.invalid/v1",
+            "model": "l",
+            "tier": "large",
+            **common,
+        },
+        "local-fake": {
+            "kind": "openai",
+            "base_url": "http://local.invalid/v1",
+            "model": "x",
+            "tier": "large",
+            **common,
+        },
     }
     if fallback:
         models["large-fake"]["fallback"] = "local-fake"

@@ -56,6 +56,7 @@ def test_trim_drops_oldest_turns_and_keeps_the_system_prompt():
 
 
 def test_no_trim_when_it_fits():
-    messages, dropped = trim_history(ChatMessage("system", "s"), [ChatMessage("user", "a")],
-                                     ChatMessage("user", "b"), budget=100, count=count)
+    messages, dropped = trim_history(
+        ChatMessage("system", "s"), [ChatMessage("user", "a")], ChatMessage("user", "b"), budget=100, count=count
+    )
     assert len(messages) == 3 and dropped == 0

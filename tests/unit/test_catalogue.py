@@ -63,18 +63,16 @@ def test_routing_needs_every_task_and_known_models(tmp_path):
         "routing.yaml",
         "tiers: {chat: small}\nmodels: {small: smollm2-onnx, large: large-endpoint}\n",
     )
-    with pytest.raises(ConfigError, match="tiers: .*missing: classification"):
+    with pytest.raises(ConfigError, match=r"tiers: .*missing: classification"):
         load_routing(bad, catalogue)
     text = Path("config/routing.yaml").read_text().replace("large: large-endpoint", "large: gpt-99")
-    with pytest.raises(
-        ConfigError, match="routing models.large: unknown model 'gpt-99'; known: large-endpoint"
-    ):
+    with pytest.raises(ConfigError, match=r"routing models\.large: unknown model 'gpt-99'; known: large-endpoint"):
         load_routing(write(tmp_path, "r.yaml", text), catalogue)
 
 
 def test_threshold_out_of_range_is_named(tmp_path):
     text = Path("config/routing.yaml").read_text().replace("threshold: 0.5", "threshold: 1.5")
-    with pytest.raises(ConfigError, match="escalation.threshold"):
+    with pytest.raises(ConfigError, match=r"escalation\.threshold"):
         load_routing(write(tmp_path, "r.yaml", text))
 
 

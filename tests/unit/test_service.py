@@ -26,12 +26,21 @@ def policy() -> RoutingPolicy:
     return RoutingPolicy(tiers=base.tiers, models={Tier.SMALL: "small-fake", Tier.LARGE: "large-fake"})
 
 
-def board_with(backends: dict[str, ScriptedBackend], *, task: TaskId = "chat", fallback: bool = False,
-               clock: FakeClock | None = None) -> Switchboard:
+def board_with(
+    backends: dict[str, ScriptedBackend],
+    *,
+    task: TaskId = "chat",
+    fallback: bool = False,
+    clock: FakeClock | None = None,
+) -> Switchboard:
     catalogue = fake_catalogue(fallback=fallback)
     router = Router(Fixed(task), policy(), catalogue)
-    return Switchboard(router, cache_dir=None,  # type: ignore[arg-type]
-                       backend_factory=lambda name, spec: backends[name], clock=clock)
+    return Switchboard(
+        router,
+        cache_dir=None,  # type: ignore[arg-type]
+        backend_factory=lambda name, spec: backends[name],
+        clock=clock,
+    )
 
 
 USER = [ChatMessage("user", "hi")]
