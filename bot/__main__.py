@@ -40,16 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        # include_input=False: a bad value may be a secret.
-        print(
-            f"error: invalid settings: {exc.errors(include_input=False, include_url=False)}", file=sys.stderr
+        # Only names and reasons: a bad value may be a secret.
+        problems = "; ".join(
+            f"SWITCHBOARD_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors(include_input=False)
         )
+        print(f"error: invalid settings: {problems}", file=sys.stderr)
         return 2
+    # Libraries log at WARNING (their INFO is noise: quantizer chatter, HTTP lines); ours at the
+    # configured level. discord.py's gateway lifecycle is worth seeing at INFO.
     logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
     )
+    for name in ("bot", "cogs", "inference", "discord"):
+        logging.getLogger(name).setLevel(settings.log_level.upper())
     try:
         return _dispatch(args, settings)
     except (ConfigError, InferenceError) as exc:

@@ -83,9 +83,7 @@ class AnswerService:
             raise UserError("Your prompt is empty: tell me what you need.")
         limit = min(config.max_prompt_chars, self.settings.max_prompt_chars)
         if len(text) > limit:
-            raise UserError(
-                f"Your prompt is {len(text):,} characters; the limit here is {limit:,}. Shorten it."
-            )
+            raise UserError(f"Your prompt is {len(text):,} characters; the limit here is {limit:,}. Shorten it.")
         if len(attachments) > self.settings.max_attachments:
             raise UserError(f"At most {self.settings.max_attachments} attachments per request.")
         for a in attachments:
@@ -151,9 +149,7 @@ class AnswerService:
         )
         return Prepared(decision, answer, scope, trimmed)
 
-    async def record(
-        self, guild_id: int | None, user_id: int, prepared: Prepared, started: float, ok: bool
-    ) -> None:
+    async def record(self, guild_id: int | None, user_id: int, prepared: Prepared, started: float, ok: bool) -> None:
         if guild_id is None:
             return
         answer = prepared.answer

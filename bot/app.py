@@ -60,6 +60,8 @@ class SwitchboardBot(commands.Bot):
         clock: Callable[[], float] = time.monotonic,
         **options: object,
     ) -> None:
+        # A text bot: the voice extras' start-up warnings are noise.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.default()
         intents.message_content = True  # thread conversations and mentions read message text
         super().__init__(
@@ -175,4 +177,10 @@ def run_bot(settings: Settings) -> int:
     except discord.LoginFailure:
         log.error("Discord refused the token (DISCORD_TOKEN): check it in the developer portal")
         return 2
+    except (aiohttp.ClientConnectionError, OSError) as exc:
+        # Not a bug to trace: the network or Discord is down. Say so in one line.
+        log.error("cannot reach Discord: %s", exc)
+        return 1
+    except KeyboardInterrupt:
+        pass
     return 0

@@ -65,9 +65,7 @@ class Outcome:
     ok: bool
 
 
-async def deliver(
-    bot: object, target: Target, ask: Ask, *, clock: Callable[[], float] | None = None
-) -> Outcome | None:
+async def deliver(bot: object, target: Target, ask: Ask, *, clock: Callable[[], float] | None = None) -> Outcome | None:
     """Run ``ask`` and stream it into ``target``. Never raises for model or input errors.
 
     Returns None when the request was refused before any model ran.
@@ -138,9 +136,7 @@ async def deliver(
     if ok:
         notes = list(answer.notes)
         if prepared.trimmed:
-            notes.append(
-                f"trimmed {prepared.trimmed} old message{'s' * (prepared.trimmed > 1)} to fit the context"
-            )
+            notes.append(f"trimmed {prepared.trimmed} old message{'s' * (prepared.trimmed > 1)} to fit the context")
         await reply.finish(
             footer(
                 decision.task,

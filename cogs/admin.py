@@ -160,9 +160,7 @@ class AdminCog(commands.Cog):
         total = (time.perf_counter() - started) * 1000
         ttft = stream.timings.first_token_s
         first = f", first token {ttft * 1000:.0f} ms" if ttft is not None else ""
-        await self._reply(
-            interaction, f"✅ **{name}** answered in {total:.0f} ms{first} via `{stream.provider}`."
-        )
+        await self._reply(interaction, f"✅ **{name}** answered in {total:.0f} ms{first} via `{stream.provider}`.")
 
     # ---- /route -----------------------------------------------------------------------------------
     @route.command(name="show")
@@ -183,9 +181,7 @@ class AdminCog(commands.Cog):
 
     @route.command(name="set")
     @app_commands.choices(task=TASK_CHOICES)
-    async def route_set(
-        self, interaction: discord.Interaction, task: app_commands.Choice[str], model: str
-    ) -> None:
+    async def route_set(self, interaction: discord.Interaction, task: app_commands.Choice[str], model: str) -> None:
         """Serve a task with a given model."""
         assert interaction.guild_id is not None
         scope = await self.bot.answers.scope(interaction.guild_id)
@@ -223,14 +219,10 @@ class AdminCog(commands.Cog):
         await self._reply(interaction, "Routes and threshold are back to the defaults.")
 
     # ---- /settings --------------------------------------------------------------------------------
-    async def _update(
-        self, interaction: discord.Interaction, action: str, done: str, **changes: object
-    ) -> None:
+    async def _update(self, interaction: discord.Interaction, action: str, done: str, **changes: object) -> None:
         assert interaction.guild_id is not None
         try:
-            await self.bot.store.update_guild_config(
-                interaction.guild_id, interaction.user.id, action, **changes
-            )
+            await self.bot.store.update_guild_config(interaction.guild_id, interaction.user.id, action, **changes)
         except ValidationError as exc:
             await self._reply(interaction, f"Not changed: {_pydantic_message(exc)}")
             return
@@ -241,9 +233,7 @@ class AdminCog(commands.Cog):
         """Show this server's settings."""
         config = (await self.bot.answers.scope(interaction.guild_id)).config
         channels = ", ".join(f"<#{c}>" for c in config.allowed_channels) or "everywhere"
-        prompts = (
-            "\n".join(f"<#{c}>: {p[:80]}" for c, p in config.channel_system_prompts.items()) or "default"
-        )
+        prompts = "\n".join(f"<#{c}>: {p[:80]}" for c, p in config.channel_system_prompts.items()) or "default"
         await self._reply(
             interaction,
             (
@@ -262,18 +252,14 @@ class AdminCog(commands.Cog):
         """Set the escalation threshold."""
         # Discord's client enforces the range too, but only as a hint: check it here as well.
         if not 0.0 <= value <= 1.0:
-            await self._reply(
-                interaction, f"Not changed: the threshold must be between 0 and 1 (you gave {value:g})."
-            )
+            await self._reply(interaction, f"Not changed: the threshold must be between 0 and 1 (you gave {value:g}).")
             return
         await self._update(
             interaction, "settings.threshold", f"Escalation threshold set to {value:.2f}.", threshold=value
         )
 
     @settings.command(name="system-prompt")
-    @app_commands.describe(
-        channel="The channel", prompt="The system prompt; leave out to restore the default"
-    )
+    @app_commands.describe(channel="The channel", prompt="The system prompt; leave out to restore the default")
     async def settings_system_prompt(
         self, interaction: discord.Interaction, channel: discord.TextChannel, prompt: str | None = None
     ) -> None:
@@ -333,10 +319,7 @@ class AdminCog(commands.Cog):
         """Show recent configuration changes."""
         assert interaction.guild_id is not None
         entries = await self.bot.store.audit(interaction.guild_id)
-        lines = [
-            f"{discord.utils.format_dt(e.at, 'R')} <@{e.actor_id}> `{e.action}` {e.details}"
-            for e in entries[:15]
-        ]
+        lines = [f"{discord.utils.format_dt(e.at, 'R')} <@{e.actor_id}> `{e.action}` {e.details}" for e in entries[:15]]
         await self._reply(interaction, "\n".join(lines) or "No changes yet.")
 
 

@@ -97,9 +97,7 @@ class ChatCog(commands.GroupCog, group_name="chat"):
         conversation = await self.bot.store.get_conversation(message.channel.id)
         if conversation is None or conversation.closed:
             return
-        await self._answer(
-            message.channel, message.author.id, message.content, message.attachments, reply_to=message
-        )
+        await self._answer(message.channel, message.author.id, message.content, message.attachments, reply_to=message)
 
     @commands.Cog.listener()
     async def on_thread_update(self, before: discord.Thread, after: discord.Thread) -> None:

@@ -146,3 +146,11 @@ def test_ask_streams_the_answer_and_reports_the_route(env, prepared_models):
     assert route["tier"] == "small" and route["model"] == "smollm2-onnx"
     assert route["provider"].startswith("onnxruntime")
     assert route["time_to_first_token_s"] is not None and route["total_s"] >= route["time_to_first_token_s"]
+
+
+def test_bad_setting_is_named_without_its_value(env):
+    result = run(["models", "list"], {**env, "SWITCHBOARD_LOG_LEVEL": "loud", "DISCORD_TOKEN": "sentinel-Qq9"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: invalid settings: SWITCHBOARD_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"
+    )
