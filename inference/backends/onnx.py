@@ -12,21 +12,19 @@ own tokenizer mis-decodes the GGUF-derived SmolLM2 tokenizer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from inference.backends.base import Backend
-from inference.backends.chat_template import GenerationStats, budget, encode_prompt, eos_token_ids
-from inference.backends.threaded import iterate_in_thread
-from inference.backends.transformers import acquire_or_stop, close_pieces, generate_token_ids, stream_text
+from inference.backends.chat_template import eos_token_ids
+from inference.backends.local import LocalBackend
+from inference.backends.transformers import generate_token_ids
 from inference.catalogue import OnnxModel
 from inference.errors import BackendUnavailable, InferenceError
 from inference.export import TOKENIZER_DIR, export_dir, is_complete
-from inference.types import ChatMessage, GenerationParams
+from inference.types import GenerationParams
 
 log = logging.getLogger(__name__)
 
@@ -39,49 +37,22 @@ _GENAI_PROVIDERS = {
 }
 
 
-class OnnxBackend(Backend):
+class OnnxBackend(LocalBackend):
     """A causal LM exported to ONNX; CUDA first when the catalogue asks for it, else CPU."""
 
     kind = "onnx"
+    spec: OnnxModel
 
     def __init__(self, name: str, spec: OnnxModel, cache_dir: Path) -> None:
-        super().__init__(name, spec.source)
-        self.spec = spec
-        self.cache_dir = cache_dir
+        super().__init__(name, spec, cache_dir)
         #: Where the export is read from (benchmarks may point it at another export of the model).
         self.export_path = export_dir(spec, cache_dir)
-        self._tokenizer: Any = None
-        self._model: Any = None
-        self._eos_ids: set[int] = set()
         self._provider = "not started"
-        # One generation at a time per session: concurrent runs would only split the same cores, and
-        # the optimum wrapper keeps per-call state (IO binding buffers) on the model object.
-        self._lock = threading.Lock()
-        self.last_run: GenerationStats | None = None
 
     @property
     def provider(self) -> str:
         """``onnxruntime-genai:cpu`` or ``onnxruntime:CPUExecutionProvider``: what actually runs."""
         return self._provider
-
-    @property
-    def context_window(self) -> int:
-        return self.spec.context_window
-
-    async def start(self) -> None:
-        if self._model is None:
-            await asyncio.to_thread(self._load)
-
-    async def aclose(self) -> None:
-        self._model = None
-
-    async def probe(self) -> bool:
-        return self._model is not None
-
-    def count_tokens(self, text: str) -> int:
-        if self._tokenizer is None:
-            return super().count_tokens(text)
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # -- loading ---------------------------------------------------------------------------------------
 
@@ -161,42 +132,15 @@ class OnnxBackend(Backend):
 
     # -- generation ------------------------------------------------------------------------------------
 
-    async def _generate(self, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
-        if self._model is None:
-            raise BackendUnavailable(f"{self.name} is not started", backend=self.name)
-        model, tokenizer, eos_ids = self._model, self._tokenizer, self._eos_ids
-        max_prompt, max_new = budget(self.context_window, params)
-        stats = self.last_run = GenerationStats()
-        genai = self.spec.runtime == "genai"
-
-        def make(stop: threading.Event) -> Iterator[str]:
-            if not acquire_or_stop(self._lock, stop):
-                stats.finish_reason = "cancelled"
-                return
-            try:
-                prompt = encode_prompt(tokenizer, messages, max_prompt_tokens=max_prompt)
-                stats.prompt_tokens = len(prompt)
-                if genai:
-                    ids = genai_token_ids(model, prompt, params=params, max_new_tokens=max_new, stop=stop)
-                else:
-                    ids = generate_token_ids(
-                        model, prompt, params=params, max_new_tokens=max_new, eos_ids=eos_ids,
-                        pad_id=tokenizer.pad_token_id, stop=stop,
-                    )  # fmt: skip
-                yield from stream_text(ids, tokenizer, params=params, eos_ids=eos_ids, stop=stop, stats=stats)
-            except InferenceError:
-                raise
-            except Exception as exc:  # ORT / genai errors carry no useful type
-                raise BackendUnavailable(f"{self.name}: generation failed: {exc}", backend=self.name) from exc
-            finally:
-                self._lock.release()
-
-        pieces = iterate_in_thread(make)
-        try:
-            async for piece in pieces:
-                yield piece
-        finally:
-            await close_pieces(pieces)
+    def _token_ids(
+        self, prompt: list[int], params: GenerationParams, max_new_tokens: int, stop: threading.Event
+    ) -> Iterator[int]:
+        if self.spec.runtime == "genai":
+            return genai_token_ids(self._model, prompt, params=params, max_new_tokens=max_new_tokens, stop=stop)
+        return generate_token_ids(
+            self._model, prompt, params=params, max_new_tokens=max_new_tokens, eos_ids=self._eos_ids,
+            pad_id=self._tokenizer.pad_token_id, stop=stop,
+        )  # fmt: skip
 
 
 def genai_token_ids(

@@ -8,28 +8,21 @@ drives optimum's ``ORTModelForCausalLM`` (see :mod:`inference.backends.onnx`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inference.backends.base import Backend
 from inference.backends.chat_template import (
-    GenerationStats,
-    IncrementalDecoder,
-    StopStrings,
-    budget,
-    encode_prompt,
     eos_token_ids,
 )
-from inference.backends.threaded import iterate_in_thread
+from inference.backends.local import LocalBackend
 from inference.catalogue import TransformersModel
-from inference.errors import BackendUnavailable, InferenceError
+from inference.errors import BackendUnavailable
 from inference.sources import hf_dir
-from inference.types import ChatMessage, GenerationParams
+from inference.types import GenerationParams
 
 if TYPE_CHECKING:
     import torch
@@ -55,14 +48,6 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype | str:
     if dtype == "auto":
         return "auto" if device.startswith("cuda") else torch.float32
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-
-
-def acquire_or_stop(lock: threading.Lock, stop: threading.Event) -> bool:
-    """Wait for the per-model lock, giving up when the stream is closed while waiting."""
-    while not lock.acquire(timeout=0.05):
-        if stop.is_set():
-            return False
-    return True
 
 
 def generate_token_ids(
@@ -148,78 +133,19 @@ def generate_token_ids(
         worker.join()  # at most one forward step: the stopping criterion runs after each token
 
 
-def stream_text(
-    token_ids: Iterator[int],
-    tokenizer: Any,
-    *,
-    params: GenerationParams,
-    eos_ids: set[int],
-    stop: threading.Event,
-    stats: GenerationStats,
-) -> Iterator[str]:
-    """Token ids -> text pieces: incremental decoding, EOS, stop strings and the finish reason."""
-    decoder = IncrementalDecoder(tokenizer)
-    stops = StopStrings(params.stop)
-    stats.finish_reason = "error"
-    try:
-        for tok in token_ids:
-            if tok in eos_ids:
-                stats.finish_reason = "eos"
-                break
-            stats.generated_tokens += 1
-            piece = stops.push(decoder.push(tok))
-            if piece:
-                yield piece
-            if stops.stopped:
-                stats.finish_reason = "stop_string"
-                return
-            if stop.is_set():
-                stats.finish_reason = "cancelled"
-                return
-        else:
-            stats.finish_reason = "cancelled" if stop.is_set() else "length"
-        tail = stops.push(decoder.flush()) + stops.flush()
-        if stops.stopped:
-            stats.finish_reason = "stop_string"
-        if tail:
-            yield tail
-    except GeneratorExit:
-        stats.finish_reason = "cancelled"
-        raise
-    finally:
-        close = getattr(token_ids, "close", None)
-        if close is not None:
-            close()  # stops the producer (joins generate's thread, frees the KV cache)
-
-
-class TransformersBackend(Backend):
+class TransformersBackend(LocalBackend):
     """A transformers causal LM on the local GPU or CPU."""
 
     kind = "transformers"
+    spec: TransformersModel
 
     def __init__(self, name: str, spec: TransformersModel, cache_dir: Path) -> None:
-        super().__init__(name, spec.source)
-        self.spec = spec
-        self.cache_dir = cache_dir
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._eos_ids: set[int] = set()
+        super().__init__(name, spec, cache_dir)
         self._device = "cpu"
-        # One generation at a time per model: a second would only split the same cores and memory.
-        self._lock = threading.Lock()
-        self.last_run: GenerationStats | None = None
 
     @property
     def provider(self) -> str:
         return f"transformers:{self._device}"
-
-    @property
-    def context_window(self) -> int:
-        return self.spec.context_window
-
-    async def start(self) -> None:
-        if self._model is None:
-            await asyncio.to_thread(self._load)
 
     def _load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -238,53 +164,10 @@ class TransformersBackend(Backend):
         self._eos_ids = eos_token_ids(tokenizer, model.generation_config)
         log.info("%s: loaded %s on %s (%s)", self.name, spec.source, device, model.dtype)
 
-    async def aclose(self) -> None:
-        self._model = None
-
-    async def probe(self) -> bool:
-        return self._model is not None
-
-    def count_tokens(self, text: str) -> int:
-        if self._tokenizer is None:
-            return super().count_tokens(text)
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    async def _generate(self, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
-        if self._model is None:
-            raise BackendUnavailable(f"{self.name} is not started", backend=self.name)
-        model, tokenizer, eos_ids = self._model, self._tokenizer, self._eos_ids
-        max_prompt, max_new = budget(self.context_window, params)
-        stats = self.last_run = GenerationStats()
-
-        def make(stop: threading.Event) -> Iterator[str]:
-            if not acquire_or_stop(self._lock, stop):
-                stats.finish_reason = "cancelled"
-                return
-            try:
-                prompt = encode_prompt(tokenizer, messages, max_prompt_tokens=max_prompt)
-                stats.prompt_tokens = len(prompt)
-                ids = generate_token_ids(
-                    model, prompt, params=params, max_new_tokens=max_new, eos_ids=eos_ids,
-                    pad_id=tokenizer.pad_token_id, stop=stop,
-                )  # fmt: skip
-                yield from stream_text(ids, tokenizer, params=params, eos_ids=eos_ids, stop=stop, stats=stats)
-            except InferenceError:
-                raise
-            except RuntimeError as exc:  # e.g. CUDA out of memory
-                raise BackendUnavailable(f"generation failed: {exc}", backend=self.name) from exc
-            finally:
-                self._lock.release()
-
-        pieces = iterate_in_thread(make)
-        try:
-            async for piece in pieces:
-                yield piece
-        finally:
-            await close_pieces(pieces)
-
-
-async def close_pieces(pieces: AsyncIterator[str]) -> None:
-    """Close an async generator now: the worker's stop event is set at once, not when it is collected."""
-    close = getattr(pieces, "aclose", None)
-    if close is not None:
-        await close()
+    def _token_ids(
+        self, prompt: list[int], params: GenerationParams, max_new_tokens: int, stop: threading.Event
+    ) -> Iterator[int]:
+        return generate_token_ids(
+            self._model, prompt, params=params, max_new_tokens=max_new_tokens, eos_ids=self._eos_ids,
+            pad_id=self._tokenizer.pad_token_id, stop=stop,
+        )  # fmt: skip
