@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ class LocalBackend(Backend):
         max_prompt, max_new = budget(self.context_window, params)
         stats = self.last_run = GenerationStats()
 
-        def make(stop: threading.Event) -> Iterator[str]:
+        def make(stop: threading.Event) -> Generator[str, None, None]:
             if not acquire_or_stop(self._lock, stop):
                 stats.finish_reason = "cancelled"
                 return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 
 _DONE = object()
 #: How often a worker waiting for the consumer re-checks the stop flag (seconds).
@@ -18,7 +18,7 @@ _POLL_S = 0.05
 
 
 async def iterate_in_thread(
-    make: Callable[[threading.Event], Iterator[str]], *, max_ahead: int = 8
+    make: Callable[[threading.Event], Generator[str, None, None]], *, max_ahead: int = 8
 ) -> AsyncIterator[str]:
     """Yield what ``make(stop_event)`` yields, produced in a daemon thread.
 

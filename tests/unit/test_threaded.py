@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 
 import pytest
 
@@ -15,7 +15,7 @@ async def test_closing_stops_a_fast_producer_within_max_ahead():
     produced: list[int] = []
     finished = threading.Event()
 
-    def endless(stop: threading.Event) -> Iterator[str]:
+    def endless(stop: threading.Event) -> Generator[str, None, None]:
         try:
             i = 0
             while not stop.is_set():
@@ -34,7 +34,7 @@ async def test_closing_stops_a_fast_producer_within_max_ahead():
 
 
 async def test_errors_reach_the_consumer():
-    def broken(stop: threading.Event) -> Iterator[str]:
+    def broken(stop: threading.Event) -> Generator[str, None, None]:
         yield "a"
         raise RuntimeError("model crashed")
 
@@ -49,7 +49,7 @@ async def test_the_event_loop_keeps_ticking_while_the_worker_computes():
     release = threading.Event()
     ticks = 0
 
-    def busy(stop: threading.Event) -> Iterator[str]:
+    def busy(stop: threading.Event) -> Generator[str, None, None]:
         # Blocks its thread (as a forward pass does) until the loop has proved it is free.
         release.wait(5)
         yield "done"
