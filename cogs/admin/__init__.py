@@ -1,0 +1,13 @@
+"""Admin commands (Manage Server): /models, /route, /settings, one cog each."""
+
+from __future__ import annotations
+
+from bot.app import SwitchboardBot
+from cogs.admin.models import ModelsCog
+from cogs.admin.routes import RouteCog
+from cogs.admin.settings import SettingsCog
+
+
+async def setup(bot: SwitchboardBot) -> None:
+    for cog in (ModelsCog(bot), RouteCog(bot), SettingsCog(bot)):
+        await bot.add_cog(cog)

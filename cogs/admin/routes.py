@@ -1,0 +1,74 @@
+"""/route show|set|reset: which model serves each task on this server."""
+
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+
+from cogs.admin.base import ADMIN, TASK_CHOICES, AdminBase
+from inference.types import TASKS, Tier
+
+
+class RouteCog(AdminBase):
+    route = app_commands.Group(
+        name="route",
+        description="See and change which model serves each task",
+        default_permissions=ADMIN,
+        guild_only=True,
+    )
+
+    # ---- /route -----------------------------------------------------------------------------------
+    @route.command(name="show")
+    async def route_show(self, interaction: discord.Interaction) -> None:
+        """Show which tier and model serve each task here."""
+        scope = await self.bot.answers.scope(interaction.guild_id)
+        policy = scope.overrides.apply(self.bot.board.router.policy)
+        lines = [
+            f"Escalation threshold: **{policy.escalation.threshold:.2f}**"
+            + (" (server setting)" if scope.overrides.threshold is not None else " (default)")
+        ]
+        for task in TASKS:
+            tier = policy.tiers[task]
+            model = policy.task_models.get(task)
+            shown = f"**{model}** (set here)" if model else self.bot.board.resolve(policy.models[tier])
+            lines.append(f"`{task}` → {tier.value} · {shown}")
+        await self._reply(interaction, "\n".join(lines))
+
+    @route.command(name="set")
+    @app_commands.choices(task=TASK_CHOICES)
+    async def route_set(self, interaction: discord.Interaction, task: app_commands.Choice[str], model: str) -> None:
+        """Serve a task with a given model."""
+        assert interaction.guild_id is not None
+        scope = await self.bot.answers.scope(interaction.guild_id)
+        if model not in scope.catalogue.models:
+            await self._reply(
+                interaction,
+                f"Unknown model `{model}`. Valid models: {', '.join(sorted(scope.catalogue.models))}",
+            )
+            return
+        # The router only uses a task's model on that model's tier: say so rather than store a no-op.
+        model_tier = scope.catalogue.get(model).tier
+        task_tier = scope.overrides.apply(self.bot.board.router.policy).tiers[task.value]  # type: ignore[index]
+        if model_tier is Tier.SMALL and task_tier is Tier.LARGE:
+            await self._reply(
+                interaction,
+                f"Not changed: **{model}** is a small-tier model and `{task.value}` always runs on the large "
+                "tier, so it would never be used. Choose a large-tier model.",
+            )
+            return
+        await self.bot.store.set_task_model(interaction.guild_id, interaction.user.id, task.value, model)  # type: ignore[arg-type]
+        if model_tier is task_tier:
+            await self._reply(interaction, f"`{task.value}` is now served by **{model}**.")
+        else:
+            await self._reply(
+                interaction,
+                f"`{task.value}` is now served by **{model}** when a request escalates to the large tier; "
+                f"it normally runs on the small tier.",
+            )
+
+    @route.command(name="reset")
+    async def route_reset(self, interaction: discord.Interaction) -> None:
+        """Back to the default routes and threshold."""
+        assert interaction.guild_id is not None
+        await self.bot.store.reset_guild_routes(interaction.guild_id, interaction.user.id)
+        await self._reply(interaction, "Routes and threshold are back to the defaults.")

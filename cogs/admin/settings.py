@@ -1,0 +1,126 @@
+"""/settings: threshold, per-channel system prompts, channels, rate limit, audit log."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+from pydantic import ValidationError
+
+from cogs.admin.base import ADMIN, AdminBase, validation_message
+
+log = logging.getLogger(__name__)
+
+
+class SettingsCog(AdminBase):
+    settings = app_commands.Group(
+        name="settings",
+        description="Switchboard settings for this server",
+        default_permissions=ADMIN,
+        guild_only=True,
+    )
+
+    # ---- /settings --------------------------------------------------------------------------------
+    async def _update(self, interaction: discord.Interaction, action: str, done: str, **changes: object) -> None:
+        assert interaction.guild_id is not None
+        try:
+            await self.bot.store.update_guild_config(interaction.guild_id, interaction.user.id, action, **changes)
+        except ValidationError as exc:
+            await self._reply(interaction, f"Not changed: {validation_message(exc)}")
+            return
+        await self._reply(interaction, done)
+
+    @settings.command(name="show")
+    async def settings_show(self, interaction: discord.Interaction) -> None:
+        """Show this server's settings."""
+        config = (await self.bot.answers.scope(interaction.guild_id)).config
+        channels = ", ".join(f"<#{c}>" for c in config.allowed_channels) or "everywhere"
+        prompts = "\n".join(f"<#{c}>: {p[:80]}" for c, p in config.channel_system_prompts.items()) or "default"
+        await self._reply(
+            interaction,
+            (
+                f"Threshold: {config.threshold if config.threshold is not None else 'default'}\n"
+                f"Answers in: {channels}\nRate limit: {config.rate_limit_per_minute}/min per user, "
+                f"burst {config.rate_limit_burst}\nMax prompt: {config.max_prompt_chars} characters\n"
+                f"System prompts: {prompts}"
+            ),
+        )
+
+    @settings.command(name="threshold")
+    @app_commands.describe(value="Difficulty (0 to 1) at which small-tier requests escalate")
+    async def settings_threshold(
+        self, interaction: discord.Interaction, value: app_commands.Range[float, 0.0, 1.0]
+    ) -> None:
+        """Set the escalation threshold."""
+        # Discord's client enforces the range too, but only as a hint: check it here as well.
+        if not 0.0 <= value <= 1.0:
+            await self._reply(interaction, f"Not changed: the threshold must be between 0 and 1 (you gave {value:g}).")
+            return
+        await self._update(
+            interaction, "settings.threshold", f"Escalation threshold set to {value:.2f}.", threshold=value
+        )
+
+    @settings.command(name="system-prompt")
+    @app_commands.describe(channel="The channel", prompt="The system prompt; leave out to restore the default")
+    async def settings_system_prompt(
+        self, interaction: discord.Interaction, channel: discord.TextChannel, prompt: str | None = None
+    ) -> None:
+        """Set or clear a channel's system prompt."""
+        assert interaction.guild_id is not None
+        try:
+            await self.bot.store.set_channel_prompt(
+                interaction.guild_id, interaction.user.id, channel.id, prompt or None
+            )
+        except ValidationError as exc:
+            await self._reply(interaction, f"Not changed: {validation_message(exc)}")
+            return
+        done = "set" if prompt else "reset to the default"
+        await self._reply(interaction, f"System prompt for {channel.mention} {done}.")
+
+    @settings.command(name="channels")
+    @app_commands.describe(action="add, remove, or clear (answer everywhere)", channel="The channel")
+    @app_commands.choices(action=[app_commands.Choice(name=a, value=a) for a in ("add", "remove", "clear")])
+    async def settings_channels(
+        self,
+        interaction: discord.Interaction,
+        action: app_commands.Choice[str],
+        channel: discord.TextChannel | None = None,
+    ) -> None:
+        """Choose the channels where the bot answers."""
+        config = (await self.bot.answers.scope(interaction.guild_id)).config
+        allowed = list(config.allowed_channels)
+        if action.value != "clear" and channel is None:
+            await self._reply(interaction, f"Name a channel to {action.value}.")
+            return
+        if action.value == "clear":
+            allowed = []
+        elif action.value == "add" and channel is not None and channel.id not in allowed:
+            allowed.append(channel.id)
+        elif action.value == "remove" and channel is not None and channel.id in allowed:
+            allowed.remove(channel.id)
+        shown = ", ".join(f"<#{c}>" for c in allowed) or "every channel"
+        await self._update(
+            interaction, "settings.channels", f"The bot now answers in {shown}.", allowed_channels=allowed
+        )
+
+    @settings.command(name="rate-limit")
+    @app_commands.describe(per_minute="Requests per user per minute", burst="Requests allowed at once")
+    async def settings_rate_limit(
+        self, interaction: discord.Interaction, per_minute: int, burst: int | None = None
+    ) -> None:
+        """Set the per-user rate limit."""
+        changes: dict[str, object] = {"rate_limit_per_minute": per_minute}
+        if burst is not None:
+            changes["rate_limit_burst"] = burst
+        await self._update(
+            interaction, "settings.rate_limit", f"Rate limit set to {per_minute}/min per user.", **changes
+        )
+
+    @settings.command(name="audit")
+    async def settings_audit(self, interaction: discord.Interaction) -> None:
+        """Show recent configuration changes."""
+        assert interaction.guild_id is not None
+        entries = await self.bot.store.audit(interaction.guild_id)
+        lines = [f"{discord.utils.format_dt(e.at, 'R')} <@{e.actor_id}> `{e.action}` {e.details}" for e in entries[:15]]
+        await self._reply(interaction, "\n".join(lines) or "No changes yet.")
