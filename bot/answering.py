@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.settings import Settings
 from bot.storage import GuildConfig, Store
@@ -110,14 +110,11 @@ class AnswerService:
         if keep_tier is Tier.LARGE and decision.tier is Tier.SMALL:
             # A conversation keeps its tier unless a new message clearly needs the large one.
             model = self.board.resolve(scope.overrides.apply(self.board.router.policy).models[Tier.LARGE])
-            decision = RouteDecision(
-                task=decision.task,
+            decision = replace(
+                decision,
                 tier=Tier.LARGE,
                 model=model,
-                confidence=decision.confidence,
-                difficulty=decision.difficulty,
                 reason=decision.reason + "; conversation stays on the large tier",
-                escalated=decision.escalated,
             )
         return decision
 

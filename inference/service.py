@@ -11,6 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,9 +74,7 @@ class Answer:
             backend = await self._board.backend(model, self._catalogue)
             is_last = i == len(attempts) - 1
             if not backend.available and not is_last:
-                self.notes.append(
-                    f"{model} is cooling down after repeated failures; the {tier.other} tier answered"
-                )
+                self.notes.append(f"{model} is cooling down after repeated failures; the {tier.other} tier answered")
                 continue
             self.tier, self.model, self.provider = tier, model, backend.provider
             spec = self._catalogue.get(model) if model in self._catalogue.models else None
@@ -110,9 +109,7 @@ class Answer:
                 if started or not exc.fallback or is_last:
                     raise
                 last_error = exc
-                self.notes.append(
-                    f"the {tier.value} tier failed ({_short(exc)}); the {tier.other} tier answered"
-                )
+                self.notes.append(f"the {tier.value} tier failed ({_short(exc)}); the {tier.other} tier answered")
             finally:
                 await stream.aclose()
         raise last_error or BackendUnavailable("no model available")
@@ -195,9 +192,7 @@ class Switchboard:
     def notes_for(self, model: str) -> list[str]:
         return [f"{m} unreachable; {s} stands in" for m, s in self.substitutes.items() if s == model]
 
-    async def backend(
-        self, name: str, catalogue: Catalogue | None = None, *, start: bool = True
-    ) -> ResilientBackend:
+    async def backend(self, name: str, catalogue: Catalogue | None = None, *, start: bool = True) -> ResilientBackend:
         catalogue = catalogue or self.catalogue
         spec = catalogue.get(name)
         key = f"{name}:{hash(spec.model_dump_json())}"
@@ -235,15 +230,8 @@ class Switchboard:
         decision = self.router.route(request, task=task, overrides=overrides, catalogue=catalogue)
         actual = self.resolve(decision.model)
         if actual != decision.model:
-            decision = RouteDecision(
-                task=decision.task,
-                tier=decision.tier,
-                model=actual,
-                confidence=decision.confidence,
-                difficulty=decision.difficulty,
-                reason=f"{decision.reason}; {decision.model} unreachable at start-up, local {actual} stands in",
-                escalated=decision.escalated,
-            )
+            reason = f"{decision.reason}; {decision.model} unreachable at start-up, local {actual} stands in"
+            decision = replace(decision, model=actual, reason=reason)
         return decision
 
     def answer(
@@ -260,9 +248,7 @@ class Switchboard:
         fallback = self.resolve(policy.models[decision.tier.other]) if allow_fallback else None
         if fallback == decision.model:
             fallback = None
-        return Answer(
-            self, decision, messages, params or GenerationParams(), fallback, catalogue or self.catalogue
-        )
+        return Answer(self, decision, messages, params or GenerationParams(), fallback, catalogue or self.catalogue)
 
     def health(self, name: str, catalogue: Catalogue | None = None) -> str:
         """'ok', 'cooling down (Ns)', 'not loaded' or 'stand-in: X' - without starting anything."""
