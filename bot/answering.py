@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from bot.settings import Settings
@@ -168,18 +168,17 @@ def trim_history(
     prompt: ChatMessage,
     *,
     budget: int,
-    count: object,
+    count: Callable[[str], int],
 ) -> tuple[list[ChatMessage], int]:
     """Drop the oldest turns until system + history + prompt fit ``budget`` tokens.
 
     Returns the messages and how many history messages were dropped. The system prompt and the new
     prompt are always kept.
     """
-    counter = count if callable(count) else (lambda s: len(s) // 4)
-    used = counter(system.content) + counter(prompt.content)
+    used = count(system.content) + count(prompt.content)
     kept: list[ChatMessage] = []
     for message in reversed(history):
-        cost = counter(message.content)
+        cost = count(message.content)
         if used + cost > budget:
             break
         kept.append(message)

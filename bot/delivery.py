@@ -82,6 +82,8 @@ async def deliver(bot: object, target: Target, ask: Ask, *, clock: Callable[[], 
             where = ", ".join(f"<#{c}>" for c in allowed)
             await target.refuse(f"I only answer in {where} on this server.")
             return None
+        # Bad input is refused before it costs the user a request from their quota.
+        request = service.validate(ask.prompt, ask.attachments, scope.config)
         # Direct messages too (key (None, user), default limits): they would otherwise be unlimited.
         verdict = bot.limiter.check(
             (ask.guild_id, ask.user_id), scope.config.rate_limit_per_minute, scope.config.rate_limit_burst
@@ -90,7 +92,6 @@ async def deliver(bot: object, target: Target, ask: Ask, *, clock: Callable[[], 
             wait = max(1, math.ceil(verdict.retry_after))
             await target.refuse(f"You're sending requests too fast; try again in {wait} s.")
             return None
-        request = service.validate(ask.prompt, ask.attachments, scope.config)
         decision = service.route(request, scope, task=ask.task, keep_tier=ask.keep_tier)
         prepared = await service.start(
             decision,

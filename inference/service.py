@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING
 
 from inference.backends import build_backend
 from inference.catalogue import Catalogue, ModelSpec, RoutingOverrides
-from inference.errors import BackendUnavailable, InferenceError
+from inference.errors import (
+    AuthenticationError,
+    BackendOverloaded,
+    BackendTimeout,
+    BackendUnavailable,
+    InferenceError,
+    ModelNotFound,
+    QueueFull,
+)
 from inference.resilience import Clock, ResilientBackend
 from inference.router import Router
 from inference.types import ChatMessage, GenerationParams, Request, RouteDecision, TaskId, Tier, Timings
@@ -115,15 +123,24 @@ class Answer:
         raise last_error or BackendUnavailable("no model available")
 
 
+#: Most specific first: subclasses (QueueFull, EndpointRejected ...) read as their family.
+_SHORT: tuple[tuple[type[InferenceError], str], ...] = (
+    (QueueFull, "busy"),
+    (BackendOverloaded, "overloaded"),
+    (BackendTimeout, "timed out"),
+    (BackendUnavailable, "unavailable"),
+    (AuthenticationError, "refused our key"),
+    (ModelNotFound, "model not found"),
+)
+
+
 def _short(exc: InferenceError) -> str:
-    return {
-        "BackendTimeout": "timed out",
-        "BackendOverloaded": "overloaded",
-        "QueueFull": "busy",
-        "BackendUnavailable": "unavailable",
-        "AuthenticationError": "refused our key",
-        "ModelNotFound": "model not found",
-    }.get(type(exc).__name__, "error")
+    return next((text for cls, text in _SHORT if isinstance(exc, cls)), "error")
+
+
+def _backend_key(name: str, spec: ModelSpec) -> str:
+    # Same name, other spec (a server edited its endpoint): another backend.
+    return f"{name}:{hash(spec.model_dump_json())}"
 
 
 class Switchboard:
@@ -195,7 +212,7 @@ class Switchboard:
     async def backend(self, name: str, catalogue: Catalogue | None = None, *, start: bool = True) -> ResilientBackend:
         catalogue = catalogue or self.catalogue
         spec = catalogue.get(name)
-        key = f"{name}:{hash(spec.model_dump_json())}"
+        key = _backend_key(name, spec)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             wrapped = self._backends.get(key)
@@ -257,7 +274,7 @@ class Switchboard:
         spec = (catalogue or self.catalogue).models.get(name)
         if spec is None:
             return "unknown"
-        wrapped = self._backends.get(f"{name}:{hash(spec.model_dump_json())}")
+        wrapped = self._backends.get(_backend_key(name, spec))
         if wrapped is None:
             return "not loaded yet"
         if not wrapped.available:

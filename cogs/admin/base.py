@@ -8,11 +8,9 @@ import logging
 import discord
 from discord import app_commands
 from discord.ext import commands
-from pydantic import ValidationError
 
 from bot.app import SwitchboardBot
 from bot.replies import SAFE_MENTIONS
-from inference.catalogue import format_validation_error
 from inference.types import TASKS, Tier
 
 log = logging.getLogger(__name__)
@@ -22,8 +20,9 @@ TASK_CHOICES = [app_commands.Choice(name=t.replace("_", " "), value=t) for t in 
 TIER_CHOICES = [app_commands.Choice(name=t.value, value=t.value) for t in Tier]
 
 
-def validation_message(exc: ValidationError) -> str:
-    return format_validation_error(exc)
+def admin_group(name: str, description: str) -> app_commands.Group:
+    """A command group Discord shows to Manage Server holders only (the run-time check is AdminBase's)."""
+    return app_commands.Group(name=name, description=description, default_permissions=ADMIN, guild_only=True)
 
 
 class AdminBase(commands.Cog):

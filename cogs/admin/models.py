@@ -9,20 +9,15 @@ from discord import app_commands
 from pydantic import ValidationError
 
 from bot.storage import AlreadyExists, NotFound
-from cogs.admin.base import ADMIN, TIER_CHOICES, AdminBase, validation_message
-from inference.catalogue import OpenAIModel
+from cogs.admin.base import TIER_CHOICES, AdminBase, admin_group
+from inference.catalogue import OpenAIModel, format_validation_error
 from inference.errors import InferenceError
 from inference.netguard import UnsafeURL
 from inference.types import ChatMessage, GenerationParams, Tier
 
 
 class ModelsCog(AdminBase):
-    models = app_commands.Group(
-        name="models",
-        description="See and manage this server's models",
-        default_permissions=ADMIN,
-        guild_only=True,
-    )
+    models = admin_group("models", "See and manage this server's models")
 
     # ---- /models ----------------------------------------------------------------------------------
     @models.command(name="list")
@@ -65,7 +60,7 @@ class ModelsCog(AdminBase):
         try:
             spec = OpenAIModel(base_url=url, model=model_id, api_key_env=key_env, tier=Tier(tier.value))
         except ValidationError as exc:
-            await self._reply(interaction, f"Invalid model: {validation_message(exc)}")
+            await self._reply(interaction, f"Invalid model: {format_validation_error(exc)}")
             return
         guard = self.bot.board.guard
         try:

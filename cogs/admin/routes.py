@@ -5,17 +5,12 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from cogs.admin.base import ADMIN, TASK_CHOICES, AdminBase
+from cogs.admin.base import TASK_CHOICES, AdminBase, admin_group
 from inference.types import TASKS, Tier
 
 
 class RouteCog(AdminBase):
-    route = app_commands.Group(
-        name="route",
-        description="See and change which model serves each task",
-        default_permissions=ADMIN,
-        guild_only=True,
-    )
+    route = admin_group("route", "See and change which model serves each task")
 
     # ---- /route -----------------------------------------------------------------------------------
     @route.command(name="show")

@@ -8,18 +8,14 @@ import discord
 from discord import app_commands
 from pydantic import ValidationError
 
-from cogs.admin.base import ADMIN, AdminBase, validation_message
+from cogs.admin.base import AdminBase, admin_group
+from inference.catalogue import format_validation_error
 
 log = logging.getLogger(__name__)
 
 
 class SettingsCog(AdminBase):
-    settings = app_commands.Group(
-        name="settings",
-        description="Switchboard settings for this server",
-        default_permissions=ADMIN,
-        guild_only=True,
-    )
+    settings = admin_group("settings", "Switchboard settings for this server")
 
     # ---- /settings --------------------------------------------------------------------------------
     async def _update(self, interaction: discord.Interaction, action: str, done: str, **changes: object) -> None:
@@ -27,7 +23,7 @@ class SettingsCog(AdminBase):
         try:
             await self.bot.store.update_guild_config(interaction.guild_id, interaction.user.id, action, **changes)
         except ValidationError as exc:
-            await self._reply(interaction, f"Not changed: {validation_message(exc)}")
+            await self._reply(interaction, f"Not changed: {format_validation_error(exc)}")
             return
         await self._reply(interaction, done)
 
@@ -73,7 +69,7 @@ class SettingsCog(AdminBase):
                 interaction.guild_id, interaction.user.id, channel.id, prompt or None
             )
         except ValidationError as exc:
-            await self._reply(interaction, f"Not changed: {validation_message(exc)}")
+            await self._reply(interaction, f"Not changed: {format_validation_error(exc)}")
             return
         done = "set" if prompt else "reset to the default"
         await self._reply(interaction, f"System prompt for {channel.mention} {done}.")

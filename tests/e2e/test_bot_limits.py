@@ -47,6 +47,23 @@ async def test_rate_limit_refuses_politely_and_recovers(switchboard: Harness) ->
     assert [c[-1].content for c in switchboard.small.calls] == ["one", "mine", "four"]
 
 
+async def test_refused_bad_input_costs_no_quota(switchboard: Harness) -> None:
+    fake = switchboard.fake
+    async with switchboard.running():
+        assert switchboard.store is not None
+        await switchboard.store.update_guild_config(
+            int(fake.guild_id), 1, "test", rate_limit_burst=1, rate_limit_per_minute=6
+        )
+        empty = await fake.send_interaction("ask", {"prompt": "   "})
+        refused = await fake.wait_for_response(empty, lambda s: s.followups)
+        refused_privately(refused, "Your prompt is empty: tell me what you need.")
+        # The one request of the burst is still there for the corrected prompt.
+        fixed = await fake.send_interaction("ask", {"prompt": "now with words"})
+        answered = await switchboard.wait_answered(fixed)
+    assert FOOTER_RE.search(answered.content)
+    assert [c[-1].content for c in switchboard.small.calls] == ["now with words"]
+
+
 async def test_bad_input_is_refused_before_any_model_runs(switchboard: Harness) -> None:
     fake = switchboard.fake
     switchboard.settings_overrides = {"max_attachment_bytes": 1024}

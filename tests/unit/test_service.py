@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from inference.backends.openai import EndpointRejected
 from inference.catalogue import RoutingPolicy, load_routing
-from inference.errors import BackendUnavailable, BadRequest, InferenceError
+from inference.errors import BackendTimeout, BackendUnavailable, BadRequest, InferenceError, QueueFull
 from inference.resilience import FakeClock
 from inference.router import Router
 from inference.service import Switchboard
@@ -140,3 +141,15 @@ def test_every_task_routes_somewhere():
     board = board_with({})
     for task in TASKS:
         assert board.route(Request("x"), task=task).model in {"small-fake", "large-fake"}
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [(QueueFull("full"), "busy"), (EndpointRejected("redirect"), "unavailable"), (BackendTimeout("slow"), "timed out")],
+)
+async def test_fallback_note_names_the_failure_family(error, said):
+    backends = {"small-fake": ScriptedBackend("small-fake", fail=error), "large-fake": ScriptedBackend("large-fake")}
+    board = board_with(backends)
+    answer = board.answer(board.route(Request("hi")), USER)
+    await collect(answer)
+    assert answer.notes == [f"the small tier failed ({said}); the large tier answered"]
