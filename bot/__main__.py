@@ -8,6 +8,7 @@ import logging
 import sys
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from inference.errors import ConfigError, InferenceError
 from inference.types import TASKS
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"error: invalid settings: {problems}", file=sys.stderr)
         return 2
+    except SettingsError as exc:
+        # e.g. a list-valued variable that is not valid JSON; the message names the field, not its value.
+        print(f"error: invalid settings: {exc}", file=sys.stderr)
+        return 2
     # Libraries log at WARNING (their INFO is noise: quantizer chatter, HTTP lines); ours at the
     # configured level. discord.py's gateway lifecycle is worth seeing at INFO.
     logging.basicConfig(
@@ -75,7 +80,8 @@ def _dispatch(args: argparse.Namespace, settings: object) -> int:
         from bot.app import run_bot
 
         return run_bot(settings)
-    catalogue, policy = cli.load_config(settings.catalogue_path, settings.routing_path)
+    env = settings.operator_env()
+    catalogue, policy = cli.load_config(settings.catalogue_path, settings.routing_path, env)
     if command == "route":
         return asyncio.run(
             cli.route_command(args.text, catalogue=catalogue, policy=policy, cache_dir=settings.cache_dir)
@@ -89,6 +95,7 @@ def _dispatch(args: argparse.Namespace, settings: object) -> int:
                 cache_dir=settings.cache_dir,
                 task=args.task,
                 max_new_tokens=args.max_new_tokens,
+                env=env,
             )
         )
     if args.models_command == "prepare":

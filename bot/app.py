@@ -8,6 +8,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeGuard
 
 import aiohttp
 import discord
@@ -15,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.answering import AnswerService
+from bot.keybox import KeyBox
 from bot.ratelimit import RateLimiter
 from bot.settings import Settings
 from bot.storage import Store
@@ -22,7 +24,40 @@ from inference.service import Switchboard
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.ask", "cogs.chat", "cogs.admin", "cogs.stats")
+EXTENSIONS = ("cogs.ask", "cogs.chat", "cogs.admin", "cogs.stats", "cogs.help")
+
+
+class RedactFormValues(logging.Filter):
+    """discord.py logs every gateway event at DEBUG; what a user types into a form (an API key) must not be.
+
+    Installed on the ``discord.gateway`` logger: a modal submit's values become ``***`` in the record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(_is_form_submit(a) for a in record.args):
+            record.args = tuple(_redacted(a) if _is_form_submit(a) else a for a in record.args)
+        return True
+
+
+def _is_form_submit(payload: object) -> TypeGuard[dict[str, Any]]:
+    if not isinstance(payload, dict) or payload.get("t") != "INTERACTION_CREATE":
+        return False
+    data = payload.get("d")
+    return isinstance(data, dict) and data.get("type") == discord.InteractionType.modal_submit.value
+
+
+def _redacted(payload: dict[str, Any]) -> dict[str, Any]:
+    def scrub(node: object) -> object:
+        if isinstance(node, dict):
+            return {k: ("***" if k == "value" else scrub(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [scrub(v) for v in node]
+        return node
+
+    return {**payload, "d": scrub(payload["d"])}
+
+
+_FORM_FILTER = RedactFormValues()
 
 
 class SwitchboardTree(app_commands.CommandTree):
@@ -56,10 +91,12 @@ class SwitchboardBot(commands.Bot):
         board: Switchboard,
         store: Store,
         limiter: RateLimiter | None = None,
+        keybox: KeyBox | None = None,
         shutdown_grace_s: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
         **options: object,
     ) -> None:
+        logging.getLogger("discord.gateway").addFilter(_FORM_FILTER)  # idempotent: one shared instance
         # A text bot: the voice extras' start-up warnings are noise.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.default()
@@ -78,7 +115,11 @@ class SwitchboardBot(commands.Bot):
         self.store = store
         # Not `limiter or ...`: an empty RateLimiter is falsy (it has __len__).
         self.limiter = limiter if limiter is not None else RateLimiter()
-        self.answers = AnswerService(board, store, settings)
+        #: Seals the API keys server admins give for their endpoints (bot/keybox.py).
+        self.keybox = keybox or KeyBox.from_secret_or_file(
+            settings.secret_key.get_secret_value() if settings.secret_key else None, settings.data_dir / "secret.key"
+        )
+        self.answers = AnswerService(board, store, settings, self.keybox)
         self.shutdown_grace_s = shutdown_grace_s
         #: Monotonic clock for streaming edits and the footer's time (tests pass a manual one).
         self.clock = clock
@@ -141,8 +182,9 @@ async def start(settings: Settings) -> None:
     from inference.netguard import Guard
     from inference.router import Router
 
-    catalogue = load_catalogue(settings.catalogue_path)
-    policy = load_routing(settings.routing_path, catalogue)
+    env = settings.operator_env()
+    catalogue = load_catalogue(settings.catalogue_path, env)
+    policy = load_routing(settings.routing_path, catalogue, env)
     classifier = await asyncio.to_thread(TaskClassifier.load, settings.cache_dir)
     guard = Guard(
         allow_private=settings.allow_private_endpoints,
@@ -150,7 +192,11 @@ async def start(settings: Settings) -> None:
     )
     async with aiohttp.ClientSession() as session:
         board = Switchboard(
-            Router(classifier, policy, catalogue), cache_dir=settings.cache_dir, session=session, guard=guard
+            Router(classifier, policy, catalogue),
+            cache_dir=settings.cache_dir,
+            session=session,
+            guard=guard,
+            env=env,
         )
         store = await Store.open(settings.resolved_database_url)
         try:
@@ -172,8 +218,14 @@ async def start(settings: Settings) -> None:
 
 
 def run_bot(settings: Settings) -> int:
+    from bot.storage import StorageError
+
     try:
         asyncio.run(start(settings))
+    except StorageError as exc:
+        # The store opens before Discord is contacted: one line naming the database and what to do.
+        log.error("%s", exc)
+        return 2
     except discord.LoginFailure:
         log.error("Discord refused the token (DISCORD_TOKEN): check it in the developer portal")
         return 2

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import discord
 
 from bot.answering import Prepared, UserError
-from bot.replies import StreamingReply, footer
+from bot.replies import StreamingReply, Upload, footer
 from inference.errors import BackendOverloaded, BackendTimeout, BadRequest, InferenceError, QueueFull
 from inference.types import Attachment, ChatMessage, TaskId, Tier
 
@@ -32,6 +32,8 @@ class Target:
     send: Callable[[str], Awaitable[Edit]]
     #: Show a short message only to the requester where the surface allows it.
     refuse: Callable[[str], Awaitable[None]]
+    #: Post a follow-up with a file: an answer longer than the message cap goes along as one.
+    upload: Upload | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,12 @@ class Ask:
     task: TaskId | None = None
     history: Sequence[ChatMessage] = ()
     keep_tier: Tier | None = None
+    #: The asker's role ids on the server (empty in DMs): an exempt role skips the rate limit.
+    role_ids: Sequence[int] = ()
+
+
+#: What a direct message gets when the operator turned DMs off (SWITCHBOARD_ALLOW_DMS=false).
+DMS_OFF = "I don't answer direct messages here; ask me in a server instead."
 
 
 def friendly(exc: InferenceError) -> str:
@@ -76,6 +84,9 @@ async def deliver(bot: object, target: Target, ask: Ask, *, clock: Callable[[], 
     service = bot.answers
     clock = clock or bot.clock
     try:
+        if ask.guild_id is None and not bot.settings.allow_dms:
+            await target.refuse(DMS_OFF)
+            return None
         scope = await service.scope(ask.guild_id)
         allowed = scope.config.allowed_channels
         if allowed and ask.channel_id not in allowed:
@@ -85,10 +96,12 @@ async def deliver(bot: object, target: Target, ask: Ask, *, clock: Callable[[], 
         # Bad input is refused before it costs the user a request from their quota.
         request = service.validate(ask.prompt, ask.attachments, scope.config)
         # Direct messages too (key (None, user), default limits): they would otherwise be unlimited.
-        verdict = bot.limiter.check(
-            (ask.guild_id, ask.user_id), scope.config.rate_limit_per_minute, scope.config.rate_limit_burst
-        )
-        if not verdict.allowed:
+        # Roles an admin exempted (moderators, a support team) are never limited and use no bucket.
+        config = scope.config
+        exempt = not set(ask.role_ids).isdisjoint(config.exempt_roles)
+        key, rate, burst = (ask.guild_id, ask.user_id), config.rate_limit_per_minute, config.rate_limit_burst
+        verdict = None if exempt else bot.limiter.check(key, rate, burst)
+        if verdict is not None and not verdict.allowed:
             wait = max(1, math.ceil(verdict.retry_after))
             await target.refuse(f"You're sending requests too fast; try again in {wait} s.")
             return None
@@ -105,7 +118,9 @@ async def deliver(bot: object, target: Target, ask: Ask, *, clock: Callable[[], 
         return None
 
     answer = prepared.answer
-    reply = StreamingReply(target.edit, target.send, clock=clock)
+    reply = StreamingReply(
+        target.edit, target.send, clock=clock, max_messages=bot.settings.max_reply_messages, upload=target.upload
+    )
     started = time.perf_counter()
     shown_from = clock()
     ok = False
@@ -117,7 +132,7 @@ async def deliver(bot: object, target: Target, ask: Ask, *, clock: Callable[[], 
         ok = True
     except InferenceError as exc:
         log.warning("request %s failed: %s: %s", answer.request_id, type(exc).__name__, exc)
-        await reply.fail(f"⚠️ {friendly(exc)} (request `{answer.request_id}`)")
+        await _settle(reply.fail(f"⚠️ {friendly(exc)} (request `{answer.request_id}`)"), answer.request_id)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
             await asyncio.shield(reply.fail("⚠️ Cut off: the bot is shutting down."))
@@ -138,13 +153,15 @@ async def deliver(bot: object, target: Target, ask: Ask, *, clock: Callable[[], 
         notes = list(answer.notes)
         if prepared.trimmed:
             notes.append(f"trimmed {prepared.trimmed} old message{'s' * (prepared.trimmed > 1)} to fit the context")
-        await reply.finish(
-            footer(
-                decision.task,
-                answer.tier.value,
-                answer.model,
-                clock() - shown_from,
-                "; ".join(notes) or None,
-            )
-        )
+        final = footer(decision.task, answer.tier.value, answer.model, clock() - shown_from, "; ".join(notes) or None)
+        await _settle(reply.finish(final), answer.request_id)
     return Outcome(prepared, "".join(parts), ok)
+
+
+async def _settle(closing: Awaitable[None], request_id: str) -> None:
+    """Write the reply's last text. A streaming write still running may fail here: a reply that is gone or
+    closed to us is only logged (writing again would fail the same way)."""
+    try:
+        await closing
+    except (discord.Forbidden, discord.NotFound) as exc:
+        log.warning("request %s: reply not deliverable: %s", request_id, exc)

@@ -32,6 +32,7 @@ __all__ = [
     "Edit",
     "Send",
     "StreamingReply",
+    "Upload",
     "footer",
     "neutralize_mentions",
     "split_message",
@@ -328,6 +329,8 @@ Edit = Callable[[str], Awaitable[None]]
 Send = Callable[[str], Awaitable[Edit]]
 #: Seconds from an arbitrary origin, like :func:`time.monotonic`.
 Clock = Callable[[], float]
+#: Post a new follow-up message with this content and one file (filename, bytes).
+Upload = Callable[[str, str, bytes], Awaitable[None]]
 
 _MAX_NOTE = 200  # footers and error notes are cut to this, so they always fit beside some text
 
@@ -341,7 +344,16 @@ class StreamingReply:
     messages are never touched again. All text is passed through :func:`neutralize_mentions`.
 
     Pending text is shown on the next :meth:`push` past the interval, or by :meth:`finish`/:meth:`fail`
-    (which write at once). Exceptions from ``edit``/``send`` propagate to the caller.
+    (which write at once). Writes run one at a time, in order, in a task: :meth:`push` waits for a write at
+    most ``patience`` seconds (event-loop time; None: always), so a write Discord holds back (a 429 and its
+    ``Retry-After``) does not stall the model's stream. Text pushed meanwhile is coalesced into the next
+    write (the latest text wins) and :meth:`finish` always writes the complete text last.
+
+    Exceptions from ``edit``/``send`` propagate to the caller: from the :meth:`push` that wrote, or from
+    the next :meth:`push`, :meth:`finish` or :meth:`fail` when the write was still running.
+
+    ``max_messages`` bounds the reply: a longer answer ends, in its last message, with a short note and
+    the footer, and (given ``upload``) the whole answer goes along as a file.
     """
 
     def __init__(
@@ -354,6 +366,10 @@ class StreamingReply:
         limit: int = DISCORD_LIMIT,
         cursor: str = " ▌",
         empty: str = "*(the model returned an empty answer)*",
+        patience: float | None = 2.0,
+        max_messages: int | None = None,
+        upload: Upload | None = None,
+        filename: str = "answer.md",
     ) -> None:
         if limit < 500:
             raise ValueError("limit must be at least 500")
@@ -376,6 +392,16 @@ class StreamingReply:
         self._messages = 1
         self._done = False
         self._lock = asyncio.Lock()  # one writer at a time, so messages stay in order
+        self._patience = patience
+        # At most `max_messages` messages. Past that, with `upload`, the last one carries a note and the
+        # whole answer as `filename` (so streaming keeps one message free for it); without, it is cut.
+        if max_messages is not None and max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        self._max = max_messages
+        self._upload = upload if max_messages is not None and max_messages >= 2 else None
+        self._filename = filename
+        self._capped = False  # streaming reached the last message it may use: the rest waits for the close
+        self._writing: asyncio.Task[None] | None = None  # the streaming write in flight, if any
 
     @property
     def text(self) -> str:
@@ -395,13 +421,15 @@ class StreamingReply:
         """Add streamed text; shows it if at least ``interval`` has passed since the last update."""
         if self._done:
             raise RuntimeError("push() after finish() or fail()")
+        self._raise_failed_write()
         self._raw += piece
         if self._last_flush is not None and self._clock() - self._last_flush < self._interval:
             return
-        async with self._lock:
-            if not self._done:
-                await self._flush()
-
+        if self._writing is not None and not await self._settled(self._writing):
+            return  # Discord is holding the last write back: this text goes out with the next one
+        self._writing = asyncio.create_task(self._locked_flush(), name="streaming-reply-write")
+        await self._settled(self._writing)
+        self._raise_failed_write()
     async def finish(self, footer: str) -> None:
         """Write the final text of every message, with ``footer`` as a last line of the last one."""
         await self._close(footer, self._empty)
@@ -411,6 +439,29 @@ class StreamingReply:
         await self._close(message, "")
 
     # -- internals ---------------------------------------------------------------------------------
+
+    async def _settled(self, task: asyncio.Task[None]) -> bool:
+        """Wait up to ``patience`` for a write; True once it has finished."""
+        await asyncio.wait({task}, timeout=self._patience)
+        return task.done()
+
+    def _raise_failed_write(self) -> None:
+        task = self._writing
+        if task is not None and task.done():
+            self._writing = None
+            task.result()  # re-raises the write's exception, if any
+
+    async def _locked_flush(self) -> None:
+        async with self._lock:
+            if not self._done and not self._capped:
+                await self._flush()
+
+    def _slots(self) -> int:
+        """How many more messages the reply may write to, the live one included."""
+        if self._max is None:
+            return 1 << 30
+        next_index = self._messages + (1 if self._edit is None else 0)  # the message the next write goes to
+        return self._max - next_index + 1
 
     async def _write(self, content: str, *, final: bool) -> None:
         if self._edit is None:
@@ -423,26 +474,54 @@ class StreamingReply:
             self._prev = (self._edit, content)
             self._edit, self._shown = None, None
 
-    def _advance(self, piece: _Piece) -> None:
-        """Make ``piece`` (offsets in the neutralised live text) the start of the live message."""
-        self._live += _raw_offset(self._raw[self._live :], piece.start)
+    def _advance(self, raw: str, piece: _Piece) -> None:
+        """Make ``piece`` (offsets in the neutralised live text of ``raw``) the start of the live message."""
+        self._live += _raw_offset(raw[self._live :], piece.start)
         self._open = piece.opened
 
     async def _flush(self) -> None:
-        text = neutralize_mentions(self._raw[self._live :])
+        raw = self._raw  # pushes may add text while this writes: offsets refer to this snapshot
+        text = neutralize_mentions(raw[self._live :])
         if not text.strip():
             return  # nothing visible yet: keep the placeholder
         self._last_flush = self._clock()
         room = self._limit - len(self._cursor) - 1  # the cursor may need its own line
         *finished, live = _split(text, room, self._open, partial=True)
+        stream_slots = self._slots() - (1 if self._upload is not None else 0)  # one kept for the file
         for piece in finished:
-            if not piece.blank:
-                await self._write(piece.render(), final=True)
-        self._advance(live)
+            if piece.blank:
+                continue
+            if stream_slots <= 1:  # the last message streaming may use: show what fits, the rest at close
+                await self._write(piece.render(self._cursor), final=False)
+                self._capped = True
+                return
+            await self._write(piece.render(), final=True)
+            stream_slots -= 1
+        self._advance(raw, live)
         if not live.blank:
             await self._write(live.render(self._cursor), final=False)
 
+    async def _overflow(self, pieces: list[_Piece], tail: str) -> None:
+        """More text than messages left: fill what is left, then the note (and the file) and ``tail``."""
+        slots = self._slots()
+        if self._upload is not None and slots >= 2:
+            for piece in pieces[: slots - 1]:
+                await self._write(piece.render(), final=True)
+            note = f"📎 The answer is longer than {self._max} messages: all of it is in {self._filename}."
+            await self._upload(note + tail, self._filename, self._raw.encode())
+            self._messages += 1
+            return
+        for piece in pieces[: slots - 1]:
+            await self._write(piece.render(), final=True)
+        extra = f"\n… (cut: the answer is longer than {self._max} messages)" + tail
+        last = pieces[slots - 1]
+        cut = next(p for p in _split(last.body, self._limit - len(extra), last.opened) if not p.blank)
+        await self._write(cut.render() + extra, final=True)
+
     async def _close(self, note: str, empty: str) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await writing  # in order after it; its exception, if any, is the caller's
         async with self._lock:
             if self._done:
                 return
@@ -454,7 +533,9 @@ class StreamingReply:
             if pieces and len(pieces[-1].render()) + len(tail) > self._limit:
                 last = pieces.pop()
                 pieces += [p for p in _split(last.body, self._limit - len(tail), last.opened) if not p.blank]
-            if pieces:
+            if len(pieces) > self._slots():
+                await self._overflow(pieces, tail)
+            elif pieces:
                 for piece in pieces[:-1]:
                     await self._write(piece.render(), final=True)
                 await self._write(pieces[-1].render() + tail, final=True)

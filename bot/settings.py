@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from dotenv import dotenv_values
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from inference.sources import default_cache_dir
 
@@ -23,8 +28,15 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("DISCORD_TOKEN", "SWITCHBOARD_DISCORD_TOKEN")
     )
     data_dir: Path = Path("data")
-    #: Any SQLAlchemy async URL; default: a SQLite file in data_dir.
+    #: Any SQLAlchemy async URL; default: a SQLite file in data_dir. Its password is masked in repr.
     database_url: str | None = None
+    #: The large tier's OpenAI-compatible endpoint (``${SWITCHBOARD_LARGE_*}`` in config/models.yaml).
+    large_url: str | None = None
+    large_model: str | None = None
+    large_api_key: SecretStr | None = None
+    #: Encrypts the API keys server admins give for their own endpoints. Unset: a random key is
+    #: generated once into ``data_dir/secret.key`` (keep that file with the database).
+    secret_key: SecretStr | None = None
     cache_dir: Path = Field(default_factory=default_cache_dir)
     catalogue_path: Path | None = None
     routing_path: Path | None = None
@@ -33,21 +45,33 @@ class Settings(BaseSettings):
     #: Admin-added endpoints may point at private/loopback addresses (only for trusted operators).
     allow_private_endpoints: bool = False
     #: Hosts admins may use over plain http or on private addresses.
-    allowed_endpoint_hosts: tuple[str, ...] = ()
+    #: Comma-separated in the environment and .env (NoDecode: not parsed as JSON first).
+    allowed_endpoint_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     max_prompt_chars: int = Field(4000, ge=1)
     max_attachments: int = Field(4, ge=0)
     max_attachment_bytes: int = Field(8 * 1024 * 1024, ge=1)
     max_new_tokens: int = Field(512, ge=1)
+    #: One answer uses at most this many messages; a longer one ends with a note and comes as a file.
+    max_reply_messages: int = Field(4, ge=1, le=10)
     #: Load the routed local models at start-up so the first request is fast.
     warm_models: bool = True
+    #: Answer direct messages (with no server's settings: the defaults apply). Off: DMs get one short note.
+    allow_dms: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    #: The dotenv file(s) this object read (``_env_file=None`` in tests: none), for :meth:`operator_env`.
+    _env_files: Any = PrivateAttr(None)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self._env_files = values.get("_env_file", self.model_config.get("env_file"))
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, v: object) -> object:
         return v.upper() if isinstance(v, str) else v
 
-    @field_validator("discord_token", mode="before")
+    @field_validator("discord_token", "large_api_key", "secret_key", mode="before")
     @classmethod
     def _blank_is_missing(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
@@ -62,3 +86,53 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'switchboard.db'}"
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (_mask_url(value) if name == "database_url" and isinstance(value, str) else value)
+
+    def operator_env(self) -> Mapping[str, str]:
+        """The operator's environment as the catalogue sees it: ``.env`` first, the process environment over it,
+        and this object's own ``SWITCHBOARD_*`` values over both (so a value in ``.env`` works exactly as one in the
+        environment). Read only by operator configuration, never on behalf of a server admin."""
+        return OperatorEnv(self)
+
+
+class OperatorEnv(Mapping[str, str]):
+    """A live view: a rotated key in the process environment is picked up at the next request."""
+
+    def __init__(self, settings: Settings) -> None:
+        env_file = settings._env_files
+        files = [env_file] if isinstance(env_file, str | Path) else list(env_file or ())
+        self._file: dict[str, str] = {}
+        for f in files:
+            if Path(f).is_file():
+                self._file.update({k: v for k, v in dotenv_values(f).items() if v is not None})
+        self._own: dict[str, str] = {}
+        for name in ("large_url", "large_model", "large_api_key"):
+            value = getattr(settings, name)
+            if name in settings.model_fields_set and value is not None:
+                plain = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+                self._own[f"SWITCHBOARD_{name.upper()}"] = plain
+
+    def _merged(self) -> dict[str, str]:
+        return {**self._file, **os.environ, **self._own}
+
+    def __getitem__(self, key: str) -> str:
+        return self._merged()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._merged())
+
+    def __len__(self) -> int:
+        return len(self._merged())
+
+    def __repr__(self) -> str:
+        return f"OperatorEnv({len(self)} names)"  # values may be secrets
+
+
+def _mask_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable URL>"

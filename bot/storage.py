@@ -52,6 +52,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -103,9 +104,11 @@ class GuildConfig(BaseModel):
     channel_system_prompts: dict[int, Annotated[str, Field(max_length=4000)]] = Field(default_factory=dict)
     #: Channels where the bot answers; empty = everywhere.
     allowed_channels: list[int] = Field(default_factory=list)
-    #: Per-user token bucket: refill rate and bucket size.
-    rate_limit_per_minute: int = Field(default=6, ge=1, le=600)
-    rate_limit_burst: int = Field(default=3, ge=1, le=100)
+    #: Per-user token bucket: refill rate and bucket size. A burst of 8 lets a quick back-and-forth through.
+    rate_limit_per_minute: int = Field(default=20, ge=1, le=600)
+    rate_limit_burst: int = Field(default=8, ge=1, le=100)
+    #: Members with any of these roles are never rate limited.
+    exempt_roles: list[int] = Field(default_factory=list, max_length=100)
     max_prompt_chars: int = Field(default=4000, ge=1, le=100_000)
 
     def routing_overrides(self) -> RoutingOverrides:
@@ -119,6 +122,8 @@ class GuildConfig(BaseModel):
 
 
 _ROUTE_FIELDS = ("task_models", "threshold")
+#: Spec fields never stored for a server's endpoint: its key lives sealed in its own column.
+_SERVER_SPEC_EXCLUDED = frozenset({"api_key", "api_key_env"})
 
 
 def _unknown_fields_error(changes: dict[str, Any]) -> ValidationError | None:
@@ -162,6 +167,8 @@ class CustomModel:
     spec: OpenAIModel
     created_by: int
     created_at: datetime
+    #: The endpoint's API key as sealed by bot/keybox.py; None = keyless.
+    sealed_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +272,8 @@ guild_models = Table(
     Column("guild_id", BigInteger, nullable=False),
     Column("name", String(100), nullable=False),
     Column("spec", JSON, nullable=False),
+    #: The admin's API key for the endpoint, sealed by bot/keybox.py (never in plain text).
+    Column("api_key", LargeBinary, nullable=True),
     Column("created_by", BigInteger, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("guild_id", "name"),
@@ -368,11 +377,25 @@ def _writer(engine: AsyncEngine) -> AsyncEngine:
 
 
 async def migrate(url: str | URL) -> None:
-    """Upgrade to head; concurrent callers on one SQLite file queue up, the later ones find nothing to do."""
+    """Upgrade to head; concurrent callers on one SQLite file queue up, the later ones find nothing to do.
+
+    A database that cannot be opened, read or upgraded (not SQLite, damaged, unreadable) raises
+    :class:`StorageError` naming it and what to do; the upgrade's transaction is rolled back, so the file
+    is left as it was.
+    """
+    from sqlalchemy.exc import DatabaseError
+
     engine = make_engine(url, foreign_keys=False)
     try:
         async with _writer(engine).begin() as conn:
             await conn.run_sync(run_migrations)
+    except DatabaseError as exc:
+        parsed = make_url(url)
+        where = parsed.database if parsed.get_backend_name() == "sqlite" else parsed.render_as_string(True)
+        raise StorageError(
+            f"cannot open the database {where}: {exc.orig or exc}. It was left unchanged; if it is damaged or "
+            "not Switchboard's, move it aside (or point SWITCHBOARD_DATABASE_URL at another one) and start again"
+        ) from exc
     finally:
         await engine.dispose()
 
@@ -503,8 +526,8 @@ class Store:
         name = name.strip()
         if not 0 < len(name) <= 100:
             raise ValueError("model name must be 1 to 100 characters")
-        model = CustomModel(guild_id, name, spec, actor_id, self._now())
-        spec_json = spec.model_dump(mode="json")
+        spec_json = spec.model_dump(mode="json", exclude=set(_SERVER_SPEC_EXCLUDED))
+        model = CustomModel(guild_id, name, OpenAIModel.model_validate(spec_json), actor_id, self._now())
         row = dict(guild_id=guild_id, name=name, spec=spec_json)
         row |= dict(created_by=actor_id, created_at=model.created_at)
         try:
@@ -528,13 +551,26 @@ class Store:
             rows = (await conn.execute(query)).mappings().all()
         models = []
         for r in rows:
+            # Older rows may name an environment variable: a server's endpoint never reads the operator's.
+            stored = {k: v for k, v in r["spec"].items() if k not in _SERVER_SPEC_EXCLUDED}
             try:
-                spec = OpenAIModel.model_validate(r["spec"])
+                spec = OpenAIModel.model_validate(stored)
             except ValidationError:
                 log.warning("guild %s: stored model %r no longer valid, skipped", guild_id, r["name"])
                 continue
-            models.append(CustomModel(r["guild_id"], r["name"], spec, r["created_by"], r["created_at"]))
+            models.append(
+                CustomModel(r["guild_id"], r["name"], spec, r["created_by"], r["created_at"], r["api_key"])
+            )
         return models
+
+    async def set_model_key(self, guild_id: int, actor_id: int, name: str, sealed: bytes | None) -> None:
+        """Store (or with None, clear) the sealed API key of this server's model ``name``."""
+        where = (guild_models.c.guild_id == guild_id) & (guild_models.c.name == name)
+        async with self._write.begin() as conn:
+            if (await conn.execute(guild_models.update().where(where).values(api_key=sealed))).rowcount == 0:
+                raise NotFound(f"this server has no model named {name!r}")
+            # That a key was set or cleared, never the key.
+            await self._audit(conn, guild_id, actor_id, "model.key", {"name": name, "set": sealed is not None})
 
     # conversations
 

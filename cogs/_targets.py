@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 
 import discord
@@ -72,14 +73,86 @@ def interaction_target(interaction: discord.Interaction, *, ephemeral: bool = Fa
             pass
         await interaction.followup.send(content, ephemeral=True, allowed_mentions=SAFE_MENTIONS)
 
-    return Target(edit=edit, send=send, refuse=refuse)
+    async def upload(content: str, filename: str, data: bytes) -> None:
+        file = discord.File(io.BytesIO(data), filename=filename)
+        if not interaction.is_expired():
+            await interaction.followup.send(content, file=file, ephemeral=ephemeral, allowed_mentions=SAFE_MENTIONS)
+        elif isinstance(channel, discord.abc.Messageable):
+            await channel.send(content, file=file, allowed_mentions=SAFE_MENTIONS)
+
+    return Target(edit=edit, send=send, refuse=refuse, upload=upload)
 
 
 def message_target(reply: discord.Message, channel: discord.abc.Messageable) -> Target:
     """Streams into ``reply`` (the bot's placeholder), follow-ups in the same channel."""
+    parts = [reply]
 
     async def send(content: str) -> Edit:
-        msg = await channel.send(content, allowed_mentions=SAFE_MENTIONS)
+        # Each follow-up replies to the part before it, so replying to any part continues the whole answer.
+        previous = parts[-1].to_reference(fail_if_not_exists=False)
+        msg = await channel.send(content, reference=previous, mention_author=False, allowed_mentions=SAFE_MENTIONS)
+        parts.append(msg)
         return _message_editor(msg)
 
-    return Target(edit=_message_editor(reply), send=send, refuse=_message_editor(reply))
+    async def upload(content: str, filename: str, data: bytes) -> None:
+        file = discord.File(io.BytesIO(data), filename=filename)
+        await channel.send(content, file=file, allowed_mentions=SAFE_MENTIONS)
+
+    return Target(edit=_message_editor(reply), send=send, refuse=_message_editor(reply), upload=upload)
+
+
+# --- what the bot may do where it is asked ------------------------------------------------------------
+
+#: Permission attribute -> the name Discord's client shows (and the note to the user uses).
+PERMISSION_NAMES = {
+    "view_channel": "View Channel",
+    "send_messages": "Send Messages",
+    "send_messages_in_threads": "Send Messages in Threads",
+    "read_message_history": "Read Message History",
+    "create_public_threads": "Create Public Threads",
+}
+
+
+def missing_permissions(
+    perms: discord.Permissions, *, in_thread: bool, reply: bool = False, start_thread: bool = False
+) -> list[str]:
+    """Names of the permissions the bot lacks to answer: post (in a thread: Send Messages in Threads), reply
+    to a message (Read Message History) or open a conversation thread."""
+    if not perms.view_channel:
+        return [PERMISSION_NAMES["view_channel"]]  # without it Discord shows nothing else
+    needed = ["send_messages_in_threads" if in_thread else "send_messages"]
+    if reply:
+        needed.append("read_message_history")
+    if start_thread:
+        needed += ["create_public_threads", "send_messages_in_threads"]
+    return [PERMISSION_NAMES[p] for p in dict.fromkeys(needed) if not getattr(perms, p)]
+
+
+def permission_note(channel_id: int | None, missing: list[str]) -> str:
+    where = f"<#{channel_id}>" if channel_id else "that channel"
+    names = " and ".join(f"**{m}**" for m in missing)
+    plural = "s" if len(missing) > 1 else ""
+    return f"I can't answer in {where}: I'm missing the {names} permission{plural} there. A server admin can grant it."
+
+
+def forbidden_note(exc: discord.HTTPException, channel_id: int | None, guess: list[str]) -> str:
+    """Discord's 403 as a note naming what is missing (50001: the channel is hidden from the bot;
+    160002: replying needs the history; 50013: ``guess``, what the failed call needs)."""
+    if exc.code == 50001:
+        return permission_note(channel_id, [PERMISSION_NAMES["view_channel"]])
+    if exc.code == 160002:
+        return permission_note(channel_id, [PERMISSION_NAMES["read_message_history"]])
+    return permission_note(channel_id, guess)
+
+
+async def tell_privately(user: discord.User | discord.Member, content: str) -> None:
+    """A direct message to ``user``; where they accept none, the note is only logged (INFO)."""
+    try:
+        await user.send(content, allowed_mentions=SAFE_MENTIONS)
+    except discord.HTTPException as exc:
+        log.info("could not tell user %s privately (%s %s)", user.id, exc.status, exc.code)
+
+
+def role_ids(user: discord.abc.User) -> tuple[int, ...]:
+    """The user's role ids on the server (none outside one): exempt roles skip the rate limit."""
+    return tuple(r.id for r in user.roles) if isinstance(user, discord.Member) else ()

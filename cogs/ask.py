@@ -8,15 +8,26 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.answering import PLACEHOLDER
 from bot.app import SwitchboardBot
-from bot.delivery import Ask, deliver
+from bot.delivery import DMS_OFF, Ask, deliver
 from bot.replies import SAFE_MENTIONS
-from cogs._targets import home_channel_id, interaction_target, message_target
-from inference.types import TASKS, Attachment
+from cogs._history import is_conversational, is_reply_to_me, mentions_me, parent_of, reply_chain, without_mentions_of
+from cogs._targets import (
+    forbidden_note,
+    home_channel_id,
+    interaction_target,
+    message_target,
+    missing_permissions,
+    permission_note,
+    role_ids,
+    tell_privately,
+)
+from inference.types import TASK_LABELS, TASKS, Attachment
 
 log = logging.getLogger(__name__)
 
-TASK_CHOICES = [app_commands.Choice(name=t.replace("_", " "), value=t) for t in TASKS]
+TASK_CHOICES = [app_commands.Choice(name=TASK_LABELS[t], value=t) for t in TASKS]
 
 
 def to_attachment(a: discord.Attachment) -> Attachment:
@@ -57,35 +68,60 @@ class AskCog(commands.Cog):
                     prompt=prompt,
                     attachments=[to_attachment(file)] if file else [],
                     task=task.value if task else None,  # type: ignore[arg-type]
+                    role_ids=role_ids(interaction.user),
                 ),
             )
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot or self.bot.user is None or message.guild is None:
-            return
-        if self.bot.user not in message.mentions:
+        """Mentions, replies to the bot's answers (the reply chain is the history) and direct messages."""
+        me = self.bot.user
+        if me is None or not is_conversational(message):
+            return  # bots (this one included: the gateway echoes our messages) and system messages
+        dm = message.guild is None
+        parent = await parent_of(message) if message.reference is not None else None
+        if not (dm or mentions_me(message, me) or is_reply_to_me(parent, me)):
             return
         if isinstance(message.channel, discord.Thread):
             conversation = await self.bot.store.get_conversation(message.channel.id)
             if conversation is not None and not conversation.closed:
                 return  # an open conversation: the chat cog answers every message there
+        if dm and not self.bot.settings.allow_dms:
+            await message.channel.send(DMS_OFF, allowed_mentions=SAFE_MENTIONS)
+            return
         channel_id = home_channel_id(message.channel)
-        config = await self.bot.store.guild_config(message.guild.id)
-        if config.allowed_channels and channel_id not in config.allowed_channels:
-            return  # not a channel this server wants answers in: stay silent
-        prompt = message.content.replace(self.bot.user.mention, "").replace(f"<@!{self.bot.user.id}>", "")
-        placeholder = await message.reply("⏳", mention_author=False, allowed_mentions=SAFE_MENTIONS)
+        if message.guild is not None:
+            config = await self.bot.store.guild_config(message.guild.id)
+            if config.allowed_channels and channel_id not in config.allowed_channels:
+                return  # not a channel this server wants answers in: stay silent
+            in_thread = isinstance(message.channel, discord.Thread)
+            missing = missing_permissions(
+                message.channel.permissions_for(message.guild.me), in_thread=in_thread, reply=True
+            )
+            if missing:
+                await tell_privately(message.author, permission_note(message.channel.id, missing))
+                return
+        role = message.guild.self_role if message.guild is not None else None
+        prompt = without_mentions_of(message.content, me.id, role.id if role is not None else None)
+        history = await reply_chain(message, me, first=parent) if parent is not None else []
+        try:
+            placeholder = await message.reply(PLACEHOLDER, mention_author=False, allowed_mentions=SAFE_MENTIONS)
+        except discord.Forbidden as exc:  # our permission cache was stale: Discord has the last word
+            guess = ["Send Messages in Threads" if isinstance(message.channel, discord.Thread) else "Send Messages"]
+            await tell_privately(message.author, forbidden_note(exc, message.channel.id, guess))
+            return
         async with self.bot.job():
             await deliver(
                 self.bot,
                 message_target(placeholder, message.channel),
                 Ask(
-                    guild_id=message.guild.id,
+                    guild_id=message.guild.id if message.guild is not None else None,
                     channel_id=channel_id,
                     user_id=message.author.id,
                     prompt=prompt,
                     attachments=[to_attachment(a) for a in message.attachments],
+                    history=history,
+                    role_ids=role_ids(message.author),
                 ),
             )
 

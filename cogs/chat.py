@@ -1,4 +1,9 @@
-"""/chat: conversations in public threads that remember what was said (and survive restarts)."""
+"""/chat: conversations in public threads that remember what was said (and survive restarts).
+
+A conversation outlives its thread's archiving: Discord archives an idle thread after
+``AUTO_ARCHIVE_MINUTES``, and the next message there unarchives it and carries on with the stored history.
+It ends with ``/chat end`` (by its starter or a moderator) or when a moderator locks the thread.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,33 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Final
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.answering import UserError
+from bot.answering import PLACEHOLDER, UserError
 from bot.app import SwitchboardBot
 from bot.delivery import Ask, deliver
 from bot.replies import SAFE_MENTIONS, split_message
-from cogs._targets import message_target
+from cogs._history import is_conversational
+from cogs._targets import (
+    forbidden_note,
+    interaction_target,
+    message_target,
+    missing_permissions,
+    permission_note,
+    role_ids,
+    tell_privately,
+)
 from cogs.ask import to_attachment
 from inference.types import Tier
 
 log = logging.getLogger(__name__)
+
+#: Idle minutes before Discord archives a conversation thread (a day); a new message revives it.
+AUTO_ARCHIVE_MINUTES: Final = 1440
 
 
 class ChatCog(commands.GroupCog, group_name="chat"):
@@ -35,6 +53,12 @@ class ChatCog(commands.GroupCog, group_name="chat"):
     @app_commands.describe(prompt="Your first message (optional)")
     async def start(self, interaction: discord.Interaction, prompt: str | None = None) -> None:
         """Open a conversation thread; every message you write there gets an answer."""
+        in_thread = isinstance(interaction.channel, discord.Thread)
+        missing = missing_permissions(interaction.app_permissions, in_thread=in_thread, start_thread=True)
+        if interaction.guild is not None and missing:  # said before any work, privately
+            note = permission_note(interaction.channel_id, missing)
+            await interaction.response.send_message(note, ephemeral=True, allowed_mentions=SAFE_MENTIONS)
+            return
         await interaction.response.defer(thinking=True)
         channel = interaction.channel
         if interaction.guild is None or not isinstance(channel, discord.TextChannel):
@@ -52,7 +76,17 @@ class ChatCog(commands.GroupCog, group_name="chat"):
                 await interaction.edit_original_response(content=str(exc), allowed_mentions=SAFE_MENTIONS)
                 return
         title = " ".join((prompt or f"Chat with {interaction.user.display_name}").split())[:90].strip()
-        thread = await channel.create_thread(name=title, type=discord.ChannelType.public_thread)
+        try:
+            thread = await channel.create_thread(
+                name=title, type=discord.ChannelType.public_thread, auto_archive_duration=AUTO_ARCHIVE_MINUTES
+            )
+        except discord.Forbidden as exc:  # the permissions Discord sent with the command were out of date
+            await interaction_target(interaction).refuse(forbidden_note(exc, channel.id, ["Create Public Threads"]))
+            return
+        try:  # the starter follows the thread, so its answers show up in their channel list
+            await thread.add_user(interaction.user)
+        except discord.HTTPException as exc:
+            log.info("could not add user %s to thread %s: %s", interaction.user.id, thread.id, exc.status)
         await self.bot.store.create_conversation(
             thread_id=thread.id,
             guild_id=interaction.guild.id,
@@ -70,7 +104,7 @@ class ChatCog(commands.GroupCog, group_name="chat"):
             quote = f"**{discord.utils.escape_markdown(interaction.user.display_name)}:** {prompt}"
             for chunk in split_message(quote):
                 await thread.send(chunk, allowed_mentions=SAFE_MENTIONS)
-            await self._answer(thread, interaction.user.id, prompt, [])
+            await self._answer(thread, interaction.user, prompt, [])
 
     @app_commands.command(name="end")
     async def end(self, interaction: discord.Interaction) -> None:
@@ -80,6 +114,12 @@ class ChatCog(commands.GroupCog, group_name="chat"):
         conversation = await self.bot.store.get_conversation(channel.id) if channel else None
         if conversation is None or conversation.closed:
             await interaction.edit_original_response(content="This isn't an open conversation thread.")
+            return
+        perms = interaction.permissions
+        if interaction.user.id != conversation.user_id and not (perms.manage_threads or perms.manage_messages):
+            await interaction.edit_original_response(
+                content="Only the person who started this conversation, or a moderator, can end it."
+            )
             return
         await self.bot.store.close_conversation(channel.id)  # type: ignore[union-attr]
         await interaction.edit_original_response(content="Conversation closed.")
@@ -91,20 +131,29 @@ class ChatCog(commands.GroupCog, group_name="chat"):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        # Never answer bots, this one included: the gateway echoes our own messages back.
-        if message.author.bot or not isinstance(message.channel, discord.Thread):
+        # Never answer bots (this one included: the gateway echoes our own messages back) nor system
+        # messages (pins, joins, renames of the thread).
+        if not is_conversational(message) or not isinstance(message.channel, discord.Thread):
             return
         conversation = await self.bot.store.get_conversation(message.channel.id)
         if conversation is None or conversation.closed:
             return
-        await self._answer(message.channel, message.author.id, message.content, message.attachments, reply_to=message)
+        guild = message.channel.guild
+        missing = missing_permissions(message.channel.permissions_for(guild.me), in_thread=True, reply=True)
+        if missing:
+            await tell_privately(message.author, permission_note(message.channel.id, missing))
+            return
+        await self._answer(message.channel, message.author, message.content, message.attachments, reply_to=message)
 
     @commands.Cog.listener()
-    async def on_thread_update(self, before: discord.Thread, after: discord.Thread) -> None:
-        if after.archived and not before.archived:
-            conversation = await self.bot.store.get_conversation(after.id)
-            if conversation is not None and not conversation.closed:
-                await self.bot.store.close_conversation(after.id)
+    async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
+        # Archiving (Discord's idle timer, or anyone's) keeps the conversation: the next message revives it.
+        # A moderator's lock ends it, as /chat end does. Raw: an archived thread is no longer cached.
+        if not payload.data.get("thread_metadata", {}).get("locked"):
+            return
+        conversation = await self.bot.store.get_conversation(payload.thread_id)
+        if conversation is not None and not conversation.closed:
+            await self.bot.store.close_conversation(payload.thread_id)
 
     @contextlib.asynccontextmanager
     async def _turn(self, thread_id: int) -> AsyncIterator[None]:
@@ -124,15 +173,19 @@ class ChatCog(commands.GroupCog, group_name="chat"):
     async def _answer(
         self,
         thread: discord.Thread,
-        user_id: int,
+        user: discord.User | discord.Member,
         prompt: str,
         attachments: list[discord.Attachment],
         reply_to: discord.Message | None = None,
     ) -> None:
-        if reply_to is not None:
-            placeholder = await reply_to.reply("⏳", mention_author=False, allowed_mentions=SAFE_MENTIONS)
-        else:
-            placeholder = await thread.send("⏳", allowed_mentions=SAFE_MENTIONS)
+        try:
+            if reply_to is not None:
+                placeholder = await reply_to.reply(PLACEHOLDER, mention_author=False, allowed_mentions=SAFE_MENTIONS)
+            else:
+                placeholder = await thread.send(PLACEHOLDER, allowed_mentions=SAFE_MENTIONS)
+        except discord.Forbidden as exc:  # our permission cache was stale: Discord has the last word
+            await tell_privately(user, forbidden_note(exc, thread.id, ["Send Messages in Threads"]))
+            return
         target = message_target(placeholder, thread)
         # The whole turn, storing it included, is an in-flight job: shutdown waits for it.
         async with self.bot.job(), self._turn(thread.id):
@@ -147,11 +200,12 @@ class ChatCog(commands.GroupCog, group_name="chat"):
                 Ask(
                     guild_id=conversation.guild_id,
                     channel_id=conversation.channel_id,
-                    user_id=user_id,
+                    user_id=user.id,
                     prompt=prompt,
                     attachments=[to_attachment(a) for a in attachments],
                     history=history,
                     keep_tier=conversation.tier,
+                    role_ids=role_ids(user),
                 ),
             )
             if outcome is None or not outcome.ok:

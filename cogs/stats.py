@@ -11,6 +11,7 @@ from discord.ext import commands
 
 from bot.app import SwitchboardBot
 from bot.charts import render_stats_chart
+from inference.types import TASK_LABELS
 
 
 class StatsCog(commands.Cog):
@@ -24,21 +25,29 @@ class StatsCog(commands.Cog):
         await interaction.response.defer(thinking=True)
         assert interaction.guild_id is not None
         stats = await self.bot.store.stats(interaction.guild_id)
+        # People read plain task names ("structured output", not "grammar"), in the text and the chart.
+        by_label_tier: dict[tuple[str, str], int] = {}
+        for (task, tier), n in stats.by_task_tier.items():
+            key = (TASK_LABELS.get(task, task), tier)  # type: ignore[call-overload]
+            by_label_tier[key] = by_label_tier.get(key, 0) + n
         if stats.total == 0:
             summary = "No requests yet on this server."
         else:
-            by_tier: dict[str, int] = {}
-            for (_task, tier), n in stats.by_task_tier.items():
-                by_tier[tier] = by_tier.get(tier, 0) + n
+            by_task: dict[str, int] = {}
+            for (label, _tier), n in by_label_tier.items():
+                by_task[label] = by_task.get(label, 0) + n
+            busiest = sorted(by_task.items(), key=lambda kv: (-kv[1], kv[0]))
+            tasks = " · ".join(f"{label} {n}" for label, n in busiest)
             latency = ", ".join(f"{m} {ms:.0f} ms" for m, ms in sorted(stats.median_latency_ms.items()))
             summary = (
                 f"**{stats.total}** requests · **{stats.small_share:.0%}** answered by the small tier · "
-                f"{stats.fallbacks} fell back · {stats.failures} failed\nMedian latency: {latency or '-'}"
+                f"{stats.fallbacks} fell back · {stats.failures} failed\nMedian latency: {latency or '-'}\n"
+                f"By task: {tasks}"
             )
         # Rendering is CPU work: keep it off the event loop.
         png = await asyncio.to_thread(
             render_stats_chart,
-            stats.by_task_tier,
+            by_label_tier,
             stats.median_latency_ms,
             f"Switchboard · {interaction.guild.name if interaction.guild else 'this server'}",
         )

@@ -7,13 +7,24 @@ models, with the escalation threshold. Per-server overrides (stored by the bot) 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from inference.errors import ConfigError
 from inference.sources import validate_source
@@ -94,8 +105,12 @@ class OpenAIModel(_ModelBase):
     kind: Literal["openai"] = "openai"
     base_url: str
     model: str
-    #: Name of the environment variable that holds the API key (never the key itself).
+    #: Name of the operator's environment variable that holds the API key (never the key itself). Operator
+    #: catalogue only: endpoints a server admin adds never read the operator's environment.
     api_key_env: str | None = None
+    #: The key itself, for endpoints a server admin added (kept encrypted in the database, decrypted per request
+    #: scope). Never stored in a spec's JSON: dumps show only a short fingerprint.
+    api_key: SecretStr | None = None
     #: Extra fields merged into each request body (e.g. vLLM's guided decoding options).
     extra_body: dict[str, Any] = Field(default_factory=dict)
 
@@ -105,6 +120,11 @@ class OpenAIModel(_ModelBase):
         if not re.match(r"^https?://[^\s/]+", v):
             raise ValueError("must be an http:// or https:// URL")
         return v.rstrip("/")
+
+    @field_serializer("api_key")
+    def _fingerprint(self, key: SecretStr | None) -> str | None:
+        # A different key is a different spec (a new backend), yet the key never appears in a dump.
+        return None if key is None else "sha256:" + hashlib.sha256(key.get_secret_value().encode()).hexdigest()[:12]
 
     @field_validator("api_key_env")
     @classmethod
@@ -200,14 +220,14 @@ class RoutingOverrides(_Strict):
         )
 
 
-def _expand_env(value: Any) -> Any:
+def _expand_env(value: Any, env: Mapping[str, str]) -> Any:
     """``${VAR}`` and ``${VAR:-default}`` in string values, so one file serves many deployments."""
     if isinstance(value, str):
-        return _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+        return _ENV.sub(lambda m: env.get(m.group(1)) or m.group(2) or "", value)
     if isinstance(value, dict):
-        return {k: _expand_env(v) for k, v in value.items()}
+        return {k: _expand_env(v, env) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v) for v in value]
+        return [_expand_env(v, env) for v in value]
     return value
 
 
@@ -221,27 +241,30 @@ def format_validation_error(exc: ValidationError, *, file: str | None = None) ->
     return prefix + "; ".join(parts)
 
 
-def _load_yaml(path: Path) -> Any:
+def _load_yaml(path: Path, env: Mapping[str, str] | None = None) -> Any:
     try:
-        return _expand_env(yaml.safe_load(path.read_text(encoding="utf-8")))
+        return _expand_env(yaml.safe_load(path.read_text(encoding="utf-8")), os.environ if env is None else env)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
 
-def load_catalogue(path: Path | None = None) -> Catalogue:
+def load_catalogue(path: Path | None = None, env: Mapping[str, str] | None = None) -> Catalogue:
+    """``env``: what ``${VAR}`` reads (the settings' operator environment; default: the process environment)."""
     path = path or CONFIG_DIR / "models.yaml"
     try:
-        return Catalogue.model_validate(_load_yaml(path))
+        return Catalogue.model_validate(_load_yaml(path, env))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, file=str(path))) from None
 
 
-def load_routing(path: Path | None = None, catalogue: Catalogue | None = None) -> RoutingPolicy:
+def load_routing(
+    path: Path | None = None, catalogue: Catalogue | None = None, env: Mapping[str, str] | None = None
+) -> RoutingPolicy:
     path = path or CONFIG_DIR / "routing.yaml"
     try:
-        policy = RoutingPolicy.model_validate(_load_yaml(path))
+        policy = RoutingPolicy.model_validate(_load_yaml(path, env))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, file=str(path))) from None
     if catalogue is not None:

@@ -3,7 +3,9 @@
 Contract (other tools depend on it):
 - ``route "TEXT"`` prints one JSON object; ``route`` with no text reads JSON Lines on stdin
   (``{"text": str, "attachments": [{"filename": str, "content_type": str}]}``) and writes one JSON
-  line per input, in order, flushed per line. A malformed line gets ``{"error": "..."}``.
+  line per input, in order, flushed per line. A malformed line gets ``{"error": "..."}``, and so does a
+  line over :data:`MAX_LINE_BYTES` (read in bounded pieces and skipped) or one that is not UTF-8; the
+  reader goes on with the next line. A reader that goes away (``| head -1``) ends the command quietly.
 - ``ask "TEXT"`` streams the answer to stdout and the route to stderr.
 """
 
@@ -11,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import IO, TYPE_CHECKING, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -44,13 +47,15 @@ class RouteIn(BaseModel):
         )
 
 
-def load_config(catalogue_path: Path | None, routing_path: Path | None) -> tuple[Catalogue, RoutingPolicy]:
-    catalogue = load_catalogue(catalogue_path)
-    return catalogue, load_routing(routing_path, catalogue)
+def load_config(
+    catalogue_path: Path | None, routing_path: Path | None, env: Mapping[str, str] | None = None
+) -> tuple[Catalogue, RoutingPolicy]:
+    catalogue = load_catalogue(catalogue_path, env)
+    return catalogue, load_routing(routing_path, catalogue, env)
 
 
 async def build_switchboard(
-    catalogue: Catalogue, policy: RoutingPolicy, cache_dir: Path
+    catalogue: Catalogue, policy: RoutingPolicy, cache_dir: Path, env: Mapping[str, str] | None = None
 ) -> tuple[Switchboard, list[str]]:
     # Imported here so `--help` and config errors stay fast.
     from inference.classifier import TaskClassifier
@@ -58,7 +63,7 @@ async def build_switchboard(
     from inference.service import Switchboard
 
     classifier = await asyncio.to_thread(TaskClassifier.load, cache_dir)
-    board = Switchboard(Router(classifier, policy, catalogue), cache_dir=cache_dir)
+    board = Switchboard(Router(classifier, policy, catalogue), cache_dir=cache_dir, env=env)
     notes = await board.start(probe=True)
     return board, notes
 
@@ -70,6 +75,10 @@ def _error_line(exc: Exception) -> dict[str, object]:
     if isinstance(exc, json.JSONDecodeError):
         return {"error": f"not valid JSON: {exc.msg} at column {exc.colno}"}
     return {"error": str(exc)}
+
+
+#: Longest JSON line ``route`` accepts on stdin; a longer one is skipped with an error line, never held.
+MAX_LINE_BYTES = 1 << 20
 
 
 async def route_command(
@@ -86,8 +95,12 @@ async def route_command(
         if text is not None:
             print(json.dumps(board.route(Request(text=text)).as_json()), file=stdout, flush=True)
             return 0
-        for line in _lines(stdin):
+        # Bytes, so that a line that is not UTF-8 is one error line rather than the end of the command.
+        source: IO[bytes] | IO[str] = getattr(stdin, "buffer", stdin)
+        for line in _lines(source, MAX_LINE_BYTES):
             try:
+                if isinstance(line, ValueError):
+                    raise line
                 item = RouteIn.model_validate_json(line) if line.lstrip().startswith("{") else None
                 if item is None:
                     raise ValueError('each line must be a JSON object with a "text" field')
@@ -97,13 +110,34 @@ async def route_command(
             stdout.write(json.dumps(out) + "\n")
             stdout.flush()
         return 0
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): not an error. Point stdout at /dev/null so that the
+        # interpreter's last flush at exit has nowhere to fail either.
+        if stdout is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 0
     finally:
         await board.aclose()
 
 
-def _lines(stdin: TextIO) -> Iterable[str]:
+def _lines(stream: IO[bytes] | IO[str], limit: int) -> Iterator[str | ValueError]:
+    """Non-blank lines, read in pieces of at most ``limit`` bytes. A line over the limit (skipped to its
+    end, a piece at a time) or one that is not UTF-8 comes as a ValueError to report; reading goes on."""
     # readline, not iteration: iteration buffers ahead, which would delay answers on a pipe.
-    while line := stdin.readline():
+    while chunk := stream.readline(limit + 1):
+        raw = chunk.encode() if isinstance(chunk, str) else chunk
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while (rest := stream.readline(limit)) and rest[-1:] not in ("\n", b"\n"):
+                pass
+            yield ValueError(f"line too long (over {limit} bytes); skipped")
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield ValueError(f"line is not valid UTF-8 (byte {exc.start}); skipped")
+            continue
         if line.strip():
             yield line
 
@@ -118,10 +152,11 @@ async def ask_command(
     max_new_tokens: int = 256,
     stdout: TextIO = sys.stdout,
     stderr: TextIO = sys.stderr,
+    env: Mapping[str, str] | None = None,
 ) -> int:
     from inference.errors import InferenceError
 
-    board, notes = await build_switchboard(catalogue, policy, cache_dir)
+    board, notes = await build_switchboard(catalogue, policy, cache_dir, env)
     for note in notes:
         print(f"note: {note}", file=stderr)
     try:

@@ -48,6 +48,15 @@ class BackendUnavailable(InferenceError):
     retryable = True
 
 
+class ResponseTooLarge(BackendUnavailable):
+    """The endpoint sent more than a bound allows (an endless line, event or body): it is broken or hostile.
+
+    Not retried in place (the same endpoint would do it again); the other tier may still answer.
+    """
+
+    retryable = False
+
+
 class BadRequest(InferenceError):
     """The request itself is wrong (4xx other than 408/409/429): never retried, never escalated."""
 

@@ -32,6 +32,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Letters, digits, '-', '_' and dots: anything else in a host name (spaces, '%', '\') is a parser trick.
 _HOSTNAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$")
+#: DNS limits (RFC 1035): longer names cannot resolve, and the IDNA codec raises on them rather than refusing.
+_MAX_LABEL, _MAX_NAME = 63, 253
 # Legacy numeric IPv4 forms (2130706433, 0x7f000001, 127.1, 0177.0.0.1) that inet_aton accepts.
 _NUMERIC_V4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
 
@@ -150,9 +152,13 @@ class Guard:
             raise UnsafeURL(f"{host}: resolved to something that is not an IP address")
         if not is_public(ip):
             inner = _embedded_v4(ip)
-            shown = f"{ip} (IPv4 {inner})" if inner is not None else str(ip)
             kind = _describe(inner or ip)
-            raise UnsafeURL(f"{host}: resolves to {shown}, a {kind} address; only public addresses are allowed")
+            if parse_ip(host) is None:
+                # A name: say why, never where it points. The address of an internal host is itself
+                # something a server admin probing the network should not learn from our refusal.
+                raise UnsafeURL(f"{host}: resolves to a {kind} address; only public addresses are allowed")
+            shown = f"{ip} (IPv4 {inner})" if inner is not None else str(ip)  # the admin typed this literal
+            raise UnsafeURL(f"{host}: {shown} is a {kind} address; only public addresses are allowed")
 
     async def lookup(self, host: str, port: int) -> list[str]:
         """The host's addresses via the injected resolver, else the system's; OSError on failure."""
@@ -168,6 +174,8 @@ class Guard:
             return await self.lookup(host, port)
         except OSError as exc:
             raise UnresolvableHost(f"{host}: cannot be resolved ({exc.strerror or exc})") from None
+        except UnicodeError:  # the IDNA codec refuses the name (too long, bad characters)
+            raise UnsafeURL(f"{_shorten(host)}: not a valid host name") from None
 
     async def check_resolved(self, url: str) -> None:
         """:meth:`check_url`, then every address the host resolves to must be public."""
@@ -199,6 +207,10 @@ def _check_form(url: str) -> str:
         raise UnsafeURL("URL contains whitespace or control characters")
     try:
         parsed = URL(url)
+    except UnicodeError:  # yarl's IDNA encoding: a label empty or over 63 characters, or refused characters
+        raise UnsafeURL(
+            "not a valid host name: a part (between dots) is empty, over 63 characters or not allowed"
+        ) from None
     except ValueError as exc:
         raise UnsafeURL(f"not a valid URL: {exc}") from None
     if parsed.scheme not in ("http", "https"):
@@ -210,9 +222,22 @@ def _check_form(url: str) -> str:
     if not raw_host:
         raise UnsafeURL("URL has no host")
     host = _normalise_host(raw_host)
-    if parse_ip(host) is None and not _HOSTNAME.fullmatch(host + "."):
-        raise UnsafeURL(f"{raw_host!r} is not a valid host name")
+    if parse_ip(host) is None:
+        if len(host) > _MAX_NAME:
+            raise UnsafeURL(f"host name {_shorten(host)!r} is too long ({len(host)} characters; at most {_MAX_NAME})")
+        if any(len(label) > _MAX_LABEL for label in host.split(".")):
+            raise UnsafeURL(
+                f"host name {_shorten(host)!r} has a part over {_MAX_LABEL} characters (between dots); "
+                "no such name can exist"
+            )
+        if not _HOSTNAME.fullmatch(host + "."):
+            raise UnsafeURL(f"{_shorten(raw_host)!r} is not a valid host name")
     return host
+
+
+def _shorten(text: str, keep: int = 40) -> str:
+    """A long host name as it may be shown back: its start, an ellipsis and its length."""
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
 
 
 def _describe(ip: IPAddress) -> str:

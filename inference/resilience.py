@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Protocol
 
-from inference.backends.base import Backend, TokenStream
+from inference.backends.base import Backend, ProbeResult, TokenStream
 from inference.catalogue import Cooldown, Limits, RetryPolicy, Timeouts
 from inference.errors import (
     AuthenticationError,
@@ -105,7 +105,9 @@ class ResilientBackend:
     - retryable errors are retried only before the first token was yielded, with capped exponential
       backoff and jitter, honouring Retry-After up to ``retry.retry_after_cap_s``;
     - a failing backend (failure ratio over a sliding window, or one auth error) cools down for
-      ``cooldown.duration_s``, then one request goes through as a probe (half-open).
+      ``cooldown.duration_s``, then one request goes through as a probe (half-open);
+    - the backend is started lazily by its first request, inside that request's first-token budget;
+      concurrent first requests share one start (no lock), and a start that failed is tried afresh.
     """
 
     def __init__(
@@ -127,6 +129,9 @@ class ResilientBackend:
         self._outcomes: deque[tuple[float, bool]] = deque()
         self._open_until: float | None = None
         self._probe_in_flight = False
+        self._started = False
+        #: Set while a start runs; resolves to its outcome (None, the error, or _GAVE_UP) for those sharing it.
+        self._starting: asyncio.Future[object] | None = None
 
     def __repr__(self) -> str:
         return f"ResilientBackend({self.backend!r})"
@@ -155,26 +160,64 @@ class ResilientBackend:
     def count_tokens(self, text: str) -> int:
         return self.backend.count_tokens(text)
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
     async def start(self) -> None:
-        await self.backend.start()
+        """Start the backend once. Callers that arrive while a start runs share its outcome (one DNS
+        lookup for all of them, success or failure); nobody holds a lock across an await.
+
+        The caller that runs the start may give up (its timeout cancels it); those waiting then start
+        afresh. A start that failed is tried again by the next caller.
+        """
+        while not self._started:
+            pending = self._starting
+            if pending is None:
+                await self._start_now()
+                return
+            outcome = await asyncio.shield(pending)  # our own timeout leaves the shared start alone
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _start_now(self) -> None:
+        self._starting = pending = asyncio.get_running_loop().create_future()
+        outcome: object = _GAVE_UP
+        try:
+            await self.backend.start()
+            self._started = True
+            outcome = None
+        except Exception as exc:
+            outcome = exc
+            raise
+        finally:
+            self._starting = None
+            pending.set_result(outcome)
 
     async def aclose(self) -> None:
+        self._started = False
         await self.backend.aclose()
 
     async def probe(self) -> bool:
         """The backend's health check, bounded by the first-token timeout; success ends a cooldown."""
+        return await self.probe_status() is ProbeResult.HEALTHY
+
+    async def probe_status(self) -> ProbeResult:
+        """:meth:`probe`, telling apart unreachable and credentials refused."""
         try:
             async with asyncio.timeout(self.spec.timeouts.first_token_s):
-                ok = await self.backend.probe()
-        except Exception as exc:  # a probe answers yes or no, whatever went wrong
+                result = await self.backend.probe_status()
+        except Exception as exc:  # a probe gives a verdict, whatever went wrong
             log.info("probe of %s failed: %s", self.name, type(exc).__name__)
-            ok = False
-        if ok and self._open_until is not None and not self._probe_in_flight:
+            result = ProbeResult.UNREACHABLE
+        if result is ProbeResult.HEALTHY and self._open_until is not None and not self._probe_in_flight:
             self._close_circuit()
-        return ok
+        return result
 
     def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> TokenStream:
-        return TokenStream(self._run(list(messages), params), model=self.model, provider=self.provider)
+        return TokenStream.wrapping(
+            lambda outer: self._run(list(messages), params, outer), model=self.model, provider=self.provider
+        )
 
     # --- state ---------------------------------------------------------------------------------------
     @property
@@ -196,7 +239,9 @@ class ResilientBackend:
         return self._admitted
 
     # --- the request ---------------------------------------------------------------------------------
-    async def _run(self, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
+    async def _run(
+        self, messages: list[ChatMessage], params: GenerationParams, outer: TokenStream
+    ) -> AsyncIterator[str]:
         is_probe = self._enter_circuit()  # raises at once while cooling down
         try:
             slot = self._slot()  # raises QueueFull at once when the queue is full
@@ -208,7 +253,14 @@ class ResilientBackend:
         # Neutral = says nothing about the backend's health (cancelled before any token, our own queue).
         neutral = True
         try:
-            attempts = self._attempts(messages, params, max_attempts=1 if is_probe else None)
+            if not self._started:
+                # Admitted, but before a concurrency slot: every request waiting for the start shares it.
+                try:
+                    await self._start_before(asyncio.get_running_loop().time() + self.spec.timeouts.first_token_s)
+                except BaseException:
+                    slot.abandon()
+                    raise
+            attempts = self._attempts(messages, params, outer, max_attempts=1 if is_probe else None)
             # aclosing: leaving the loop early (caller closed us) must close the attempt, and with it
             # the backend's generation, now rather than whenever the garbage collector gets to it.
             async with slot, contextlib.aclosing(attempts):
@@ -248,7 +300,7 @@ class ResilientBackend:
         return _Slot(self)
 
     async def _attempts(
-        self, messages: list[ChatMessage], params: GenerationParams, *, max_attempts: int | None
+        self, messages: list[ChatMessage], params: GenerationParams, outer: TokenStream, *, max_attempts: int | None
     ) -> AsyncGenerator[str, None]:
         timeouts, retry = self.spec.timeouts, self.spec.retry
         max_attempts = max_attempts or retry.max_attempts
@@ -259,15 +311,17 @@ class ResilientBackend:
             attempt += 1
             yielded = False
             delay: float | None = None
-            stream = self.backend.stream(messages, params)
+            stream: TokenStream | None = None
             try:
                 first_deadline = min(loop.time() + timeouts.first_token_s, total_deadline)
+                stream = self.backend.stream(messages, params)
                 while True:
                     deadline = total_deadline if yielded else first_deadline
                     try:
                         async with asyncio.timeout_at(deadline):
                             piece = await stream.__anext__()
                     except StopAsyncIteration:
+                        outer.truncated = outer.truncated or stream.truncated  # cut at the output limit
                         return
                     except TimeoutError:
                         which = "total" if yielded or deadline == total_deadline else "first-token"
@@ -286,8 +340,22 @@ class ResilientBackend:
                     self.name, attempt, type(exc).__name__, delay,
                 )
             finally:
-                await stream.aclose()  # cancels the generation on timeout, error or early exit
+                if stream is not None:
+                    await stream.aclose()  # cancels the generation on timeout, error or early exit
             await self._clock.sleep(delay or 0.0)
+
+    async def _start_before(self, deadline: float) -> None:
+        """Start the backend (DNS, session, weights) within a first-token budget of the request's own."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.start()
+        except TimeoutError:
+            limit = self.spec.timeouts.first_token_s
+            raise BackendTimeout(f"first-token timeout ({limit:g}s) while starting", backend=self.name) from None
+        except InferenceError:
+            raise
+        except Exception as exc:  # a load error must reach the caller as an InferenceError, with its reason
+            raise BackendUnavailable(f"could not start: {type(exc).__name__}: {exc}", backend=self.name) from exc
 
     def _backoff(self, exc: InferenceError, attempt: int) -> float | None:
         """Seconds before the next attempt; None when the server asks for longer than the cap."""
@@ -338,12 +406,20 @@ class ResilientBackend:
         log.info("%s is available again", self.name)
 
 
+#: Outcome of a start whose runner was cancelled: those waiting on it try a start of their own.
+_GAVE_UP = object()
+
+
 class _Slot:
     """Admission (counted at once, so the queue bound is exact) and a concurrency slot."""
 
     def __init__(self, owner: ResilientBackend) -> None:
         self._owner = owner
         owner._admitted += 1
+
+    def abandon(self) -> None:
+        """Give the admission back without ever entering (the request failed before it needed a slot)."""
+        self._owner._admitted -= 1
 
     async def __aenter__(self) -> None:
         owner = self._owner

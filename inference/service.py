@@ -7,15 +7,15 @@ route that actually answered.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from inference.backends import build_backend
+from inference.backends.base import ProbeResult
 from inference.catalogue import Catalogue, ModelSpec, RoutingOverrides
 from inference.errors import (
     AuthenticationError,
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BackendFactory = Callable[[str, ModelSpec], "Backend"]
+#: Builds a model's backend; None leaves that model to the real builder (tests fake some models, not all).
+BackendFactory = Callable[[str, ModelSpec], "Backend | None"]
 
 
 class Answer:
@@ -60,6 +61,8 @@ class Answer:
         self.provider = ""
         self.notes: list[str] = list(board.notes_for(decision.model))
         self.timings = Timings()
+        #: The answer ended at the model's output limit (the client enforces it whatever the server does).
+        self.truncated = False
         self._board = board
         self._messages = list(messages)
         self._params = params
@@ -79,7 +82,8 @@ class Answer:
             attempts.append((self.decision.tier.other, self._fallback_model))
         last_error: InferenceError | None = None
         for i, (tier, model) in enumerate(attempts):
-            backend = await self._board.backend(model, self._catalogue)
+            # Not started here: the resilience layer starts it inside this request's time budget.
+            backend = self._board.backend_for(model, self._catalogue)
             is_last = i == len(attempts) - 1
             if not backend.available and not is_last:
                 self.notes.append(f"{model} is cooling down after repeated failures; the {tier.other} tier answered")
@@ -102,6 +106,9 @@ class Answer:
                     yield piece
                 self.timings = stream.timings
                 self.provider = stream.provider
+                if stream.truncated:
+                    self.truncated = True
+                    self.notes.append(f"the answer was cut off at {model}'s output limit")
                 return
             except InferenceError as exc:
                 self.timings = stream.timings
@@ -153,8 +160,11 @@ class Switchboard:
         guard: Guard | None = None,
         backend_factory: BackendFactory | None = None,
         clock: Clock | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.router = router
+        #: The operator's environment, for the operator catalogue's ``api_key_env`` (never for server models).
+        self._env = env
         self.catalogue = router.catalogue
         self.cache_dir = cache_dir
         self._session = session
@@ -163,10 +173,10 @@ class Switchboard:
         self._factory = backend_factory
         self._clock = clock
         self._backends: dict[str, ResilientBackend] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._started: set[str] = set()
         #: unreachable model -> local stand-in, decided at start-up
         self.substitutes: dict[str, str] = {}
+        #: What the start-up probe found, per probed model.
+        self.probes: dict[str, ProbeResult] = {}
 
     # -- start-up -------------------------------------------------------------------------------
     async def start(self, *, probe: bool = True, warm: Iterable[str] = ()) -> list[str]:
@@ -177,20 +187,22 @@ class Switchboard:
                 spec = self.catalogue.get(name)
                 if spec.fallback is None:
                     continue
-                backend = await self.backend(name, start=False)
+                backend = self.backend_for(name)
                 try:
-                    ok = await backend.probe()
+                    result = await backend.probe_status()
                 except Exception as exc:
                     log.debug("probe of %s failed: %r", name, exc)
-                    ok = False
-                if not ok:
-                    self.substitutes[name] = spec.fallback
-                    note = (
-                        f"{name} ({spec.tier.value} tier) is not reachable at {backend.provider}; "
-                        f"{spec.fallback} stands in for it"
-                    )
-                    log.warning(note)
-                    notes.append(note)
+                    result = ProbeResult.UNREACHABLE
+                self.probes[name] = result
+                if result is ProbeResult.HEALTHY:
+                    log.info("start-up probe: %s (%s tier) is healthy at %s", name, spec.tier.value, backend.provider)
+                    continue
+                # Refused credentials will not fix themselves either: a stand-in answers, and the note says why.
+                self.substitutes[name] = spec.fallback
+                why = "refused our credentials" if result is ProbeResult.REFUSED else "is not reachable"
+                note = f"{name} ({spec.tier.value} tier) {why} at {backend.provider}; {spec.fallback} stands in for it"
+                log.warning(note)
+                notes.append(note)
         for name in warm:
             await self.backend(self.resolve(name))
         return notes
@@ -206,33 +218,41 @@ class Switchboard:
             name = self.substitutes[name]
         return name
 
-    def notes_for(self, model: str) -> list[str]:
-        return [f"{m} unreachable; {s} stands in" for m, s in self.substitutes.items() if s == model]
+    def _why_substituted(self, model: str) -> str:
+        return "credentials refused" if self.probes.get(model) is ProbeResult.REFUSED else "unreachable"
 
-    async def backend(self, name: str, catalogue: Catalogue | None = None, *, start: bool = True) -> ResilientBackend:
+    def notes_for(self, model: str) -> list[str]:
+        return [f"{m} {self._why_substituted(m)}; {s} stands in" for m, s in self.substitutes.items() if s == model]
+
+    def backend_for(self, name: str, catalogue: Catalogue | None = None) -> ResilientBackend:
+        """The model's backend, built if need be but not started: cheap, synchronous, no lock.
+
+        Starting (DNS, sessions, weights) happens in the resilience layer, inside a request's timeouts.
+        """
         catalogue = catalogue or self.catalogue
         spec = catalogue.get(name)
         key = _backend_key(name, spec)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            wrapped = self._backends.get(key)
-            if wrapped is None:
-                raw = (
-                    self._factory(name, spec)
-                    if self._factory
-                    else build_backend(
-                        name,
-                        spec,
-                        cache_dir=self.cache_dir,
-                        session=self._session,
-                        guard=self.guard if name in catalogue.untrusted else None,
-                    )
+        wrapped = self._backends.get(key)
+        if wrapped is None:
+            raw = self._factory(name, spec) if self._factory else None
+            if raw is None:  # no factory, or it left this model to the real builder
+                raw = build_backend(
+                    name,
+                    spec,
+                    cache_dir=self.cache_dir,
+                    session=self._session,
+                    # A server admin's endpoint: guarded against SSRF, and blind to the operator's environment.
+                    guard=self.guard if name in catalogue.untrusted else None,
+                    env=None if name in catalogue.untrusted else self._env,
                 )
-                wrapped = ResilientBackend(raw, spec, clock=self._clock)
-                self._backends[key] = wrapped
-            if start and key not in self._started:
-                await wrapped.start()
-                self._started.add(key)
+            wrapped = self._backends[key] = ResilientBackend(raw, spec, clock=self._clock)
+        return wrapped
+
+    async def backend(self, name: str, catalogue: Catalogue | None = None, *, start: bool = True) -> ResilientBackend:
+        """:meth:`backend_for`, started when ``start`` (concurrent callers share one start)."""
+        wrapped = self.backend_for(name, catalogue)
+        if start:
+            await wrapped.start()
         return wrapped
 
     # -- requests -------------------------------------------------------------------------------
@@ -247,7 +267,8 @@ class Switchboard:
         decision = self.router.route(request, task=task, overrides=overrides, catalogue=catalogue)
         actual = self.resolve(decision.model)
         if actual != decision.model:
-            reason = f"{decision.reason}; {decision.model} unreachable at start-up, local {actual} stands in"
+            why = self._why_substituted(decision.model)
+            reason = f"{decision.reason}; {decision.model} {why} at start-up, local {actual} stands in"
             decision = replace(decision, model=actual, reason=reason)
         return decision
 
@@ -268,22 +289,22 @@ class Switchboard:
         return Answer(self, decision, messages, params or GenerationParams(), fallback, catalogue or self.catalogue)
 
     def health(self, name: str, catalogue: Catalogue | None = None) -> str:
-        """'ok', 'cooling down (Ns)', 'not loaded' or 'stand-in: X' - without starting anything."""
+        """Words for ``/models list``, without starting anything: 'healthy', 'unreachable; X stands in',
+        'credentials refused; X stands in', 'cooling down (Ns left)' or 'not loaded yet'."""
         if name in self.substitutes:
-            return f"unreachable; {self.substitutes[name]} stands in"
+            return f"{self._why_substituted(name)}; {self.substitutes[name]} stands in"
         spec = (catalogue or self.catalogue).models.get(name)
         if spec is None:
             return "unknown"
         wrapped = self._backends.get(_backend_key(name, spec))
-        if wrapped is None:
-            return "not loaded yet"
-        if not wrapped.available:
+        if wrapped is not None and not wrapped.available:
             return f"cooling down ({wrapped.cooldown_remaining:.0f}s left)"
-        return "ok"
+        if wrapped is not None and (wrapped.started or self.probes.get(name) is ProbeResult.HEALTHY):
+            return "healthy"
+        return "not loaded yet"
 
     async def aclose(self) -> None:
         backends, self._backends = list(self._backends.values()), {}
-        self._started.clear()
         for backend in backends:
             try:
                 await backend.aclose()

@@ -31,6 +31,20 @@ TASKS: tuple[TaskId, ...] = (
     "agent",
     "multimodal",
 )
+#: How people see each task (Discord choices, /route, /stats, /help); the ids stay in the CLI's JSON and
+#: the footer. Plain words: readers take "grammar" to mean spelling, not constrained output.
+TASK_LABELS: dict[TaskId, str] = {
+    "classification": "classification (label, sort)",
+    "conversion": "conversion (translate, reformat)",
+    "completion": "completion (continue a text)",
+    "chat": "chat",
+    "rag": "questions about documents (RAG)",
+    "code": "code",
+    "grammar": "structured output (JSON, fixed format)",
+    "tool_use": "tool use",
+    "agent": "agent (multi-step)",
+    "multimodal": "images and media",
+}
 
 
 class Tier(StrEnum):

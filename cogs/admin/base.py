@@ -10,19 +10,25 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import SwitchboardBot
-from bot.replies import SAFE_MENTIONS
-from inference.types import TASKS, Tier
+from cogs._paging import send_paged
+from inference.types import TASK_LABELS, TASKS, Tier
 
 log = logging.getLogger(__name__)
 
 ADMIN = discord.Permissions(manage_guild=True)
-TASK_CHOICES = [app_commands.Choice(name=t.replace("_", " "), value=t) for t in TASKS]
+TASK_CHOICES = [app_commands.Choice(name=TASK_LABELS[t], value=t) for t in TASKS]
 TIER_CHOICES = [app_commands.Choice(name=t.value, value=t.value) for t in Tier]
 
 
 def admin_group(name: str, description: str) -> app_commands.Group:
     """A command group Discord shows to Manage Server holders only (the run-time check is AdminBase's)."""
     return app_commands.Group(name=name, description=description, default_permissions=ADMIN, guild_only=True)
+
+
+def can_manage_server(interaction: discord.Interaction) -> bool:
+    """Manage Server (or Administrator) in a server: who may use, see and autocomplete admin commands."""
+    perms = interaction.permissions
+    return interaction.guild is not None and (perms.manage_guild or perms.administrator)
 
 
 class AdminBase(commands.Cog):
@@ -32,14 +38,16 @@ class AdminBase(commands.Cog):
         self.bot = bot
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
-        perms = interaction.permissions
-        if interaction.guild is None or not (perms.manage_guild or perms.administrator):
+        if not can_manage_server(interaction):
             await interaction.response.send_message(
                 "You need the **Manage Server** permission to use this command.", ephemeral=True
             )
             return False
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        # A command that answers with a form (a modal) must not be deferred: the form is its first response.
+        if not (interaction.command and interaction.command.extras.get("opens_modal")):
+            await interaction.response.defer(ephemeral=True, thinking=True)
         return True
 
     async def _reply(self, interaction: discord.Interaction, content: str) -> None:
-        await interaction.edit_original_response(content=content[:2000], allowed_mentions=SAFE_MENTIONS)
+        # Long answers (a big catalogue, a long audit) go out as several messages, never cut mid-line.
+        await send_paged(interaction, content)

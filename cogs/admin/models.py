@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 import discord
 from discord import app_commands
 from pydantic import ValidationError
 
 from bot.storage import AlreadyExists, NotFound
-from cogs.admin.base import TIER_CHOICES, AdminBase, admin_group
+from cogs._autocomplete import any_model, own_model
+from cogs.admin.base import TIER_CHOICES, AdminBase, admin_group, can_manage_server
 from inference.catalogue import OpenAIModel, format_validation_error
 from inference.errors import InferenceError
 from inference.netguard import UnsafeURL
@@ -26,11 +28,17 @@ class ModelsCog(AdminBase):
         scope = await self.bot.answers.scope(interaction.guild_id)
         lines = []
         for name, spec in scope.catalogue.models.items():
-            where = getattr(spec, "base_url", None) or f"{spec.kind} {getattr(spec, 'source', '')}"
-            origin = "server" if name in scope.catalogue.untrusted else "built-in"
+            health = self.bot.board.health(name, scope.catalogue)
+            if name not in scope.catalogue.untrusted:
+                # The operator's models: name, kind and health only. Their URLs, hosts and keys are the
+                # operator's business, not every server admin's.
+                lines.append(f"**{name}** · {spec.tier.value} tier · built-in · {spec.kind} · {health}")
+                continue
+            assert isinstance(spec, OpenAIModel)
+            key = "key set" if spec.api_key is not None else "no key"
             lines.append(
-                f"**{name}** · {spec.tier.value} tier · {origin} · `{where}` · "
-                f"{self.bot.board.health(name, scope.catalogue)}"
+                f"**{name}** · {spec.tier.value} tier · this server · `{masked_url(spec.base_url)}` · "
+                f"model `{spec.model}` · {key} · {health}"
             )
         await self._reply(interaction, "\n".join(lines))
 
@@ -39,7 +47,6 @@ class ModelsCog(AdminBase):
         name="A short name for the model",
         url="Base URL of an OpenAI-compatible API, e.g. https://host/v1",
         model_id="The model id the server expects",
-        key_env="Environment variable holding its API key",
         tier="Which tier it serves",
     )
     @app_commands.choices(tier=TIER_CHOICES)
@@ -50,7 +57,6 @@ class ModelsCog(AdminBase):
         url: str,
         model_id: str,
         tier: app_commands.Choice[str],
-        key_env: str | None = None,
     ) -> None:
         """Add an OpenAI-compatible endpoint (vLLM, TGI, Ollama, llama.cpp, OpenAI ...)."""
         assert interaction.guild_id is not None
@@ -58,7 +64,7 @@ class ModelsCog(AdminBase):
             await self._reply(interaction, f"`{name}` is a built-in model's name; choose another.")
             return
         try:
-            spec = OpenAIModel(base_url=url, model=model_id, api_key_env=key_env, tier=Tier(tier.value))
+            spec = OpenAIModel(base_url=url, model=model_id, tier=Tier(tier.value))
         except ValidationError as exc:
             await self._reply(interaction, f"Invalid model: {format_validation_error(exc)}")
             return
@@ -77,10 +83,50 @@ class ModelsCog(AdminBase):
             return
         await self._reply(
             interaction,
-            f"Added **{name}** ({tier.value} tier, `{spec.base_url}`). Try it with `/models test {name}`.",
+            f"Added **{name}** ({tier.value} tier, `{masked_url(spec.base_url)}`). If it needs an API key, give it "
+            f"with `/models key {name}`; try it with `/models test {name}`.",
         )
 
+    @models.command(name="key", extras={"opens_modal": True})
+    @app_commands.describe(name="One of this server's own models")
+    @app_commands.autocomplete(name=own_model)
+    async def models_key(self, interaction: discord.Interaction, name: str) -> None:
+        """Set or clear the API key of one of this server's endpoints (typed into a private form)."""
+        assert interaction.guild_id is not None
+        own = {m.name for m in await self.bot.store.list_models(interaction.guild_id)}
+        if name not in own:
+            await interaction.response.send_message(
+                f"`{name}` is not one of this server's models; keys can be set only for models added with "
+                "`/models add`.",
+                ephemeral=True,
+            )
+            return
+        await interaction.response.send_modal(KeyForm(self, name))
+
+    async def save_key(self, interaction: discord.Interaction, name: str, key: str) -> None:
+        """The form's answer: sealed with this server's id and the model's name, never echoed or logged."""
+        assert interaction.guild_id is not None
+        if not can_manage_server(interaction):  # the form is only shown to admins; check again all the same
+            await interaction.response.send_message("You need the **Manage Server** permission.", ephemeral=True)
+            return
+        key = key.strip()
+        if any(c.isspace() for c in key) or not key.isprintable():
+            await interaction.response.send_message(
+                "That key has spaces or unprintable characters; paste the key alone.", ephemeral=True
+            )
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        sealed = self.bot.keybox.seal(interaction.guild_id, name, key) if key else None
+        try:
+            await self.bot.store.set_model_key(interaction.guild_id, interaction.user.id, name, sealed)
+        except NotFound as exc:
+            await interaction.edit_original_response(content=f"Not saved: {exc}.")
+            return
+        done = f"Saved the key of **{name}** (stored encrypted)." if key else f"Cleared the key of **{name}**."
+        await interaction.edit_original_response(content=f"{done} Try it with `/models test {name}`.")
+
     @models.command(name="remove")
+    @app_commands.autocomplete(name=own_model)
     async def models_remove(self, interaction: discord.Interaction, name: str) -> None:
         """Remove a model this server added."""
         assert interaction.guild_id is not None
@@ -92,6 +138,7 @@ class ModelsCog(AdminBase):
         await self._reply(interaction, f"Removed **{name}**.")
 
     @models.command(name="test")
+    @app_commands.autocomplete(name=any_model)
     async def models_test(self, interaction: discord.Interaction, name: str) -> None:
         """Send a tiny probe to a model and report its latency."""
         scope = await self.bot.answers.scope(interaction.guild_id)
@@ -102,15 +149,48 @@ class ModelsCog(AdminBase):
             return
         started = time.perf_counter()
         try:
-            backend = await self.bot.board.backend(name, scope.catalogue)
+            backend = self.bot.board.backend_for(name, scope.catalogue)  # started inside the timeouts
             stream = backend.stream(
                 [ChatMessage("user", "Reply with the word OK.")], GenerationParams(max_new_tokens=4)
             )
             await stream.text()
         except InferenceError as exc:
-            await self._reply(interaction, f"❌ **{name}** failed: {type(exc).__name__}: {exc}")
+            # A server's own endpoint: the whole error helps its admin. The operator's: the kind of failure
+            # only, since its text can name the operator's hosts.
+            own = name in scope.catalogue.untrusted
+            detail = f"{type(exc).__name__}: {exc}" if own else f"{type(exc).__name__} (details are in the bot's log)"
+            await self._reply(interaction, f"❌ **{name}** failed: {detail}")
             return
         total = (time.perf_counter() - started) * 1000
         ttft = stream.timings.first_token_s
         first = f", first token {ttft * 1000:.0f} ms" if ttft is not None else ""
         await self._reply(interaction, f"✅ **{name}** answered in {total:.0f} ms{first} via `{stream.provider}`.")
+
+
+class KeyForm(discord.ui.Modal, title="Endpoint API key"):
+    """A private form: the key is typed here, never in a command option (which Discord shows in the channel's
+    command history and which audit logs and bots may record)."""
+
+    key: discord.ui.TextInput[KeyForm] = discord.ui.TextInput(
+        label="API key (leave empty to remove it)",
+        style=discord.TextStyle.short,
+        required=False,
+        max_length=512,
+    )
+
+    def __init__(self, cog: ModelsCog, name: str) -> None:
+        super().__init__(timeout=600)
+        self.cog = cog
+        self.model_name = name
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await self.cog.save_key(interaction, self.model_name, self.key.value)
+
+
+def masked_url(url: str) -> str:
+    """The URL with any query string masked (keys are often passed as ``?key=``)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = "&".join(f"{p.partition('=')[0]}=***" for p in parts.query.split("&"))
+    return urlunsplit(parts._replace(query=query))

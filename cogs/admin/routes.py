@@ -5,8 +5,9 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
+from cogs._autocomplete import route_model
 from cogs.admin.base import TASK_CHOICES, AdminBase, admin_group
-from inference.types import TASKS, Tier
+from inference.types import TASK_LABELS, TASKS, Tier
 
 
 class RouteCog(AdminBase):
@@ -26,14 +27,16 @@ class RouteCog(AdminBase):
             tier = policy.tiers[task]
             model = policy.task_models.get(task)
             shown = f"**{model}** (set here)" if model else self.bot.board.resolve(policy.models[tier])
-            lines.append(f"`{task}` → {tier.value} · {shown}")
+            lines.append(f"{TASK_LABELS[task]} → {tier.value} · {shown}")
         await self._reply(interaction, "\n".join(lines))
 
     @route.command(name="set")
     @app_commands.choices(task=TASK_CHOICES)
+    @app_commands.autocomplete(model=route_model)
     async def route_set(self, interaction: discord.Interaction, task: app_commands.Choice[str], model: str) -> None:
         """Serve a task with a given model."""
         assert interaction.guild_id is not None
+        label = TASK_LABELS[task.value]  # type: ignore[index]
         scope = await self.bot.answers.scope(interaction.guild_id)
         if model not in scope.catalogue.models:
             await self._reply(
@@ -47,17 +50,17 @@ class RouteCog(AdminBase):
         if model_tier is Tier.SMALL and task_tier is Tier.LARGE:
             await self._reply(
                 interaction,
-                f"Not changed: **{model}** is a small-tier model and `{task.value}` always runs on the large "
+                f"Not changed: **{model}** is a small-tier model and **{label}** always runs on the large "
                 "tier, so it would never be used. Choose a large-tier model.",
             )
             return
         await self.bot.store.set_task_model(interaction.guild_id, interaction.user.id, task.value, model)  # type: ignore[arg-type]
         if model_tier is task_tier:
-            await self._reply(interaction, f"`{task.value}` is now served by **{model}**.")
+            await self._reply(interaction, f"**{label}** is now served by **{model}**.")
         else:
             await self._reply(
                 interaction,
-                f"`{task.value}` is now served by **{model}** when a request escalates to the large tier; "
+                f"**{label}** is now served by **{model}** when a request escalates to the large tier; "
                 f"it normally runs on the small tier.",
             )
 

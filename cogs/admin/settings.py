@@ -1,4 +1,4 @@
-"""/settings: threshold, per-channel system prompts, channels, rate limit, audit log."""
+"""/settings: threshold, per-channel system prompts, channels, rate limit and exempt roles, audit log."""
 
 from __future__ import annotations
 
@@ -33,12 +33,13 @@ class SettingsCog(AdminBase):
         config = (await self.bot.answers.scope(interaction.guild_id)).config
         channels = ", ".join(f"<#{c}>" for c in config.allowed_channels) or "everywhere"
         prompts = "\n".join(f"<#{c}>: {p[:80]}" for c, p in config.channel_system_prompts.items()) or "default"
+        exempt = "; never for " + ", ".join(f"<@&{r}>" for r in config.exempt_roles) if config.exempt_roles else ""
         await self._reply(
             interaction,
             (
                 f"Threshold: {config.threshold if config.threshold is not None else 'default'}\n"
                 f"Answers in: {channels}\nRate limit: {config.rate_limit_per_minute}/min per user, "
-                f"burst {config.rate_limit_burst}\nMax prompt: {config.max_prompt_chars} characters\n"
+                f"burst {config.rate_limit_burst}{exempt}\nMax prompt: {config.max_prompt_chars} characters\n"
                 f"System prompts: {prompts}"
             ),
         )
@@ -111,6 +112,32 @@ class SettingsCog(AdminBase):
             changes["rate_limit_burst"] = burst
         await self._update(
             interaction, "settings.rate_limit", f"Rate limit set to {per_minute}/min per user.", **changes
+        )
+
+    @settings.command(name="exempt-role")
+    @app_commands.describe(action="add, remove, or clear (nobody exempt)", role="The role")
+    @app_commands.choices(action=[app_commands.Choice(name=a, value=a) for a in ("add", "remove", "clear")])
+    async def settings_exempt_role(
+        self,
+        interaction: discord.Interaction,
+        action: app_commands.Choice[str],
+        role: discord.Role | None = None,
+    ) -> None:
+        """Choose roles whose members are never rate limited."""
+        config = (await self.bot.answers.scope(interaction.guild_id)).config
+        exempt = list(config.exempt_roles)
+        if action.value != "clear" and role is None:
+            await self._reply(interaction, f"Name a role to {action.value}.")
+            return
+        if action.value == "clear":
+            exempt = []
+        elif action.value == "add" and role is not None and role.id not in exempt:
+            exempt.append(role.id)
+        elif action.value == "remove" and role is not None and role.id in exempt:
+            exempt.remove(role.id)
+        shown = ", ".join(f"<@&{r}>" for r in exempt) or "nobody"
+        await self._update(
+            interaction, "settings.exempt_roles", f"Never rate limited: {shown}.", exempt_roles=exempt
         )
 
     @settings.command(name="audit")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +40,10 @@ def build_backend(
     cache_dir: Path,
     session: aiohttp.ClientSession | None = None,
     guard: Guard | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Backend:
+    """``env``: the operator's environment for ``api_key_env``; pass it only for operator models."""
     cls: Any = backend_class(spec.kind)
     if spec.kind == "openai":
-        return cls(name, spec, session, guard=guard)  # type: ignore[no-any-return]
+        return cls(name, spec, session, guard=guard, env=env)  # type: ignore[no-any-return]
     return cls(name, spec, cache_dir)  # type: ignore[no-any-return]

@@ -10,30 +10,37 @@ import email.utils
 import json
 import logging
 import math
-import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import aiohttp
 from yarl import URL
 
 from inference import netguard
-from inference.backends.base import Backend
+from inference.backends.base import Backend, OutputLimit, ProbeResult, TokenStream
 from inference.catalogue import OpenAIModel
 from inference.errors import (
-    AuthenticationError,
     BackendTimeout,
     BackendUnavailable,
     InferenceError,
+    ResponseTooLarge,
     error_from_status,
 )
 from inference.types import ChatMessage, GenerationParams
 
 log = logging.getLogger(__name__)
 
+# Every read from an endpoint is bounded: past a bound the call ends with ResponseTooLarge, so a server
+# that never stops talking costs a few MiB, not the process. One chunk of a real stream is well under 1 KiB.
 #: Longest SSE line accepted; a server streaming an endless line is broken, not chatty.
 _MAX_LINE = 1 << 20
+#: Most characters of data in one SSE event (data lines accumulate until a blank line; one may never come).
+_MAX_EVENT = 1 << 20
+#: Largest non-streamed JSON answer (an answer is capped at max_tokens * CHARS_PER_TOKEN characters anyway).
+_MAX_BODY = 8 << 20
+#: Most bytes of a probe's answer read (the probe only needs the status).
+_MAX_PROBE_BODY = 64 << 10
 #: Most bytes of an error body kept for the error message.
 _MAX_ERROR_BODY = 4096
 #: Body fields the backend controls; extra_body may not override them (parsing depends on them).
@@ -99,9 +106,13 @@ class OpenAIBackend(Backend):
         *,
         guard: netguard.Guard | None = None,
         stream: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(name, spec.model)
         self.spec = spec
+        #: Where ``api_key_env`` is looked up: the operator's environment, given only for operator models. None
+        #: for endpoints a server admin added, so nothing they configure can read the operator's secrets.
+        self._env = env
         self._guard = guard
         self._stream = stream
         self._base_url = spec.base_url.rstrip("/")
@@ -156,13 +167,17 @@ class OpenAIBackend(Backend):
                 raise EndpointRejected(f"endpoint refused: {exc}", backend=self.name) from None
 
     def _api_key(self) -> str | None:
-        env = self.spec.api_key_env
-        if env is None:
+        """The key, read at request time so a rotated one is picked up; None = a keyless endpoint (no header).
+
+        A missing variable is not an error: most local servers need no key, and an error naming it would tell
+        whoever configured the endpoint whether the operator has such a variable.
+        """
+        if self.spec.api_key is not None:
+            return self.spec.api_key.get_secret_value() or None
+        name = self.spec.api_key_env
+        if name is None or self._env is None:
             return None
-        key = os.environ.get(env, "")
-        if not key:
-            raise AuthenticationError(f"environment variable {env} (the API key) is not set", backend=self.name)
-        return key
+        return self._env.get(name) or None
 
     def _headers(self, *, accept: str) -> dict[str, str]:
         headers = {"Accept": accept}
@@ -180,7 +195,7 @@ class OpenAIBackend(Backend):
         body: dict[str, Any] = {
             "model": self.spec.model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
-            "max_tokens": min(params.max_new_tokens, self.spec.max_new_tokens),
+            "max_tokens": self._max_tokens(params),
             "temperature": params.temperature,
             "top_p": params.top_p,
             "stream": stream,
@@ -192,9 +207,20 @@ class OpenAIBackend(Backend):
 
     def _scrub(self, text: str) -> str:
         # A misbehaving proxy may echo request headers into an error body.
-        env = self.spec.api_key_env
-        key = os.environ.get(env, "") if env else ""
+        key = self._api_key() or ""
         return text.replace(key, "***") if len(key) >= 4 else text
+
+    def _max_tokens(self, params: GenerationParams) -> int:
+        return min(params.max_new_tokens, self.spec.max_new_tokens)
+
+    def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> TokenStream:
+        # The client enforces max_tokens itself: a server that ignores it is cut off, not obeyed.
+        return TokenStream(
+            self._generate(list(messages), params),
+            model=self.model,
+            provider=self.provider,
+            limit=OutputLimit(self._max_tokens(params)),
+        )
 
     async def _generate(self, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
         self._check_url()  # IP literals never reach the guarded resolver: check them on every request
@@ -247,7 +273,14 @@ class OpenAIBackend(Backend):
         raise error_from_status(resp.status, text, backend=self.name, retry_after=_retry_after(resp.headers))
 
     async def probe(self) -> bool:
-        """GET /models; servers without it (transformers serve answers 500) get a 1-token completion."""
+        return await self.probe_status() is ProbeResult.HEALTHY
+
+    async def probe_status(self) -> ProbeResult:
+        """GET /models; servers without it (transformers serve answers 500) get a 1-token completion.
+
+        401/403 on either is :attr:`ProbeResult.REFUSED` (the endpoint is there, our key is not accepted);
+        anything else that fails is :attr:`ProbeResult.UNREACHABLE`. Bodies are read only up to a bound.
+        """
         try:
             await self._check_resolved()
             session = self._get_session()
@@ -256,10 +289,11 @@ class OpenAIBackend(Backend):
             async with session.get(
                 f"{self._base_url}/models", headers=headers, timeout=self._timeout(limit), allow_redirects=False
             ) as resp:
+                resp.close()  # only the status matters: never read (or pool) a body of unknown size
                 if resp.status < 300:
-                    return True
+                    return ProbeResult.HEALTHY
                 if resp.status in (401, 403):
-                    return False
+                    return ProbeResult.REFUSED
             body = self._body([ChatMessage("user", "hi")], GenerationParams(max_new_tokens=1), False)
             async with session.post(
                 f"{self._base_url}/chat/completions",
@@ -268,15 +302,32 @@ class OpenAIBackend(Backend):
                 timeout=self._timeout(limit),
                 allow_redirects=False,
             ) as resp:
-                await resp.read()
-                return resp.status < 300
+                try:
+                    await _read_bounded(resp, _MAX_PROBE_BODY)
+                finally:
+                    resp.close()
+                if resp.status in (401, 403):
+                    return ProbeResult.REFUSED
+                return ProbeResult.HEALTHY if resp.status < 300 else ProbeResult.UNREACHABLE
         except (InferenceError, aiohttp.ClientError, TimeoutError, netguard.UnsafeURL) as exc:
             log.info("probe of %s failed: %s", self.name, type(exc).__name__)
-            return False
+            return ProbeResult.UNREACHABLE
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or :class:`ResponseTooLarge` as soon as it passes ``limit`` bytes."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise ResponseTooLarge(f"response too large: {resp.content_length} bytes announced (limit {limit})")
+    buf = bytearray()
+    async for chunk in resp.content.iter_any():
+        buf += chunk
+        if len(buf) > limit:
+            raise ResponseTooLarge(f"response too large: over {limit} bytes")
+    return bytes(buf)
 
 
 async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """Lines of the body (\\n, \\r\\n or \\r), without the terminator."""
+    """Lines of the body (\\n, \\r\\n or \\r), without the terminator; a line over _MAX_LINE ends the call."""
     buf = b""
     async for chunk in resp.content.iter_any():
         buf += chunk
@@ -288,7 +339,7 @@ async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
             yield buf[:end].decode("utf-8", "replace")
             buf = buf[nxt:]
         if len(buf) > _MAX_LINE:
-            raise BackendUnavailable("stream broken: line too long")
+            raise ResponseTooLarge(f"stream broken: a line over {_MAX_LINE} bytes")
     if buf:
         yield buf.decode("utf-8", "replace")
 
@@ -307,17 +358,21 @@ def _line_end(buf: bytes) -> tuple[int, int] | None:
 async def _events(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
     """The data of each server-sent event (data: lines joined by newlines); comments skipped."""
     data: list[str] = []
+    size = 0
     async for line in _lines(resp):
         if not line:
             if data:
                 yield "\n".join(data)
-                data = []
+                data, size = [], 0
             continue
         if line.startswith(":"):  # keep-alive comment
             continue
         field, _, value = line.partition(":")
         if field == "data":
             data.append(value.removeprefix(" "))
+            size += len(value) + 1
+            if size > _MAX_EVENT:  # data lines that never end in a blank line
+                raise ResponseTooLarge(f"stream broken: an event over {_MAX_EVENT} characters")
     if data:
         yield "\n".join(data)
 
@@ -351,7 +406,7 @@ async def _sse_pieces(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
 
 async def _json_pieces(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
     try:
-        payload = json.loads(await resp.read())
+        payload = json.loads(await _read_bounded(resp, _MAX_BODY))
     except ValueError:
         raise BackendUnavailable("response is not JSON") from None
     if isinstance(payload, dict) and "error" in payload:

@@ -36,7 +36,6 @@ from bot.app import SwitchboardBot
 from bot.ratelimit import RateLimiter
 from bot.settings import Settings
 from bot.storage import Store
-from inference.backends import build_backend
 from inference.backends.base import Backend
 from inference.catalogue import ModelSpec, RoutingPolicy, load_routing
 from inference.netguard import Guard
@@ -219,11 +218,9 @@ class Harness:
         async with aiohttp.ClientSession() as session:
             guard = self.guard
 
-            def factory(name: str, spec: ModelSpec) -> Backend:
-                if name in self.backends:
-                    return self.backends[name]
-                # Server-added endpoints: the real OpenAI backend, guarded like production.
-                return build_backend(name, spec, cache_dir=settings.cache_dir, session=session, guard=guard)
+            def factory(name: str, spec: ModelSpec) -> Backend | None:
+                # Server-added endpoints (None): the real OpenAI backend, built, guarded and keyed as in production.
+                return self.backends.get(name)
 
             board = Switchboard(
                 Router(KeywordClassifier(), routing_policy(), catalogue),
@@ -232,6 +229,7 @@ class Harness:
                 guard=guard,
                 backend_factory=factory,
                 clock=self.board_clock,
+                env=settings.operator_env(),
             )
             store = await Store.open(settings.resolved_database_url)
             self.probe.attach(store)

@@ -39,6 +39,7 @@ def every_admin_command(fake: FakeDiscord) -> list[tuple[str, dict[str, Any]]]:
         ("settings system-prompt", {"channel": channel, "prompt": "Be terse."}),
         ("settings channels", {"action": "add", "channel": channel}),
         ("settings rate-limit", {"per_minute": 10, "burst": 2}),
+        ("settings exempt-role", {"action": "clear"}),
         ("settings audit", {}),
     ]
 
@@ -55,6 +56,7 @@ async def test_admin_groups_default_to_manage_server(switchboard: Harness) -> No
         "system-prompt",
         "channels",
         "rate-limit",
+        "exempt-role",
         "audit",
     }
 
@@ -86,26 +88,25 @@ async def test_every_admin_command_works_with_manage_server(switchboard: Harness
 
         listed = await admin(fake, "models list")
         assert listed.steps[0].body == {"type": 5, "data": {"flags": 64}} and listed.ephemeral
+        # The operator's models: name, tier, kind and health only, never their endpoints (issue: secrets).
         assert listed.content.splitlines() == [
-            f"**{name}** · {tier} tier · built-in · `http://{host}.invalid/v1` · not loaded yet"
-            for name, tier, host in (
-                ("small-fake", "small", "small"),
-                ("large-fake", "large", "large"),
-                ("local-fake", "large", "local"),
-            )
+            f"**{name}** · {tier} tier · built-in · openai · not loaded yet"
+            for name, tier in (("small-fake", "small"), ("large-fake", "large"), ("local-fake", "large"))
         ]
+        assert ".invalid" not in listed.content
 
         added = await admin(
             fake, "models add", {"name": "ext", "url": f"https://{PUBLIC_HOST}/v1/", "model_id": "m", "tier": "small"}
         )
         assert added.content == (
-            f"Added **ext** (small tier, `https://{PUBLIC_HOST}/v1`). Try it with `/models test ext`."
+            f"Added **ext** (small tier, `https://{PUBLIC_HOST}/v1`). If it needs an API key, give it with "
+            "`/models key ext`; try it with `/models test ext`."
         )
         (model,) = await store.list_models(guild)
         assert model.name == "ext" and model.spec.base_url == f"https://{PUBLIC_HOST}/v1"
         listed = await admin(fake, "models list")
         assert listed.content.splitlines()[-1] == (
-            f"**ext** · small tier · server · `https://{PUBLIC_HOST}/v1` · not loaded yet"
+            f"**ext** · small tier · this server · `https://{PUBLIC_HOST}/v1` · model `m` · no key · not loaded yet"
         )
 
         again = await admin(
@@ -122,7 +123,7 @@ async def test_every_admin_command_works_with_manage_server(switchboard: Harness
         unknown = await admin(fake, "route set", {"task": "chat", "model": "nope"})
         assert unknown.content == "Unknown model `nope`. Valid models: ext, large-fake, local-fake, small-fake"
         routed = await admin(fake, "route set", {"task": "chat", "model": "ext"})
-        assert routed.content == "`chat` is now served by **ext**."
+        assert routed.content == "**chat** is now served by **ext**."
         assert (await store.guild_config(guild)).task_models == {"chat": "ext"}
 
         too_high = await admin(fake, "settings threshold", {"value": 2})
@@ -134,7 +135,8 @@ async def test_every_admin_command_works_with_manage_server(switchboard: Harness
         shown = await admin(fake, "route show")
         lines = shown.content.splitlines()
         assert lines[0] == "Escalation threshold: **0.70** (server setting)"
-        assert "`chat` → small · **ext** (set here)" in lines and "`code` → large · large-fake" in lines
+        assert "chat → small · **ext** (set here)" in lines and "code → large · large-fake" in lines
+        assert "structured output (JSON, fixed format) → small · small-fake" in lines  # plain words, not `grammar`
         assert len(lines) == 11
 
         prompt = await admin(fake, "settings system-prompt", {"channel": channel, "prompt": "Be terse."})
@@ -290,7 +292,7 @@ async def test_a_server_endpoint_routed_by_an_admin_answers_asks(
             fake, "models add", {"name": "mine", "url": openai_server.base_url, "model_id": "m", "tier": "small"}
         )
         routed = await admin(fake, "route set", {"task": "chat", "model": "mine"})
-        assert routed.content == "`chat` is now served by **mine**."
+        assert routed.content == "**chat** is now served by **mine**."
         it = await fake.send_interaction("ask", {"prompt": "hello"})
         summary = await switchboard.wait_answered(it)
         # Removing the model sends the task back to the tier's default model.
@@ -309,12 +311,12 @@ async def test_route_set_says_when_a_model_will_actually_be_used(switchboard: Ha
     async with switchboard.running():
         never = await admin(fake, "route set", {"task": "code", "model": "small-fake"})
         assert never.content == (
-            "Not changed: **small-fake** is a small-tier model and `code` always runs on the large tier, "
+            "Not changed: **small-fake** is a small-tier model and **code** always runs on the large tier, "
             "so it would never be used. Choose a large-tier model."
         )
         escalated = await admin(fake, "route set", {"task": "chat", "model": "local-fake"})
         assert escalated.content == (
-            "`chat` is now served by **local-fake** when a request escalates to the large tier; "
+            "**chat** is now served by **local-fake** when a request escalates to the large tier; "
             "it normally runs on the small tier."
         )
         easy = await switchboard.wait_answered(await fake.send_interaction("ask", {"prompt": "hi"}))

@@ -61,6 +61,7 @@ async def test_long_answer_is_split_into_wellformed_messages(switchboard: Harnes
     assert len(answer) > 5000
     switchboard.small.reply = answer
     switchboard.small.step = 0.01
+    switchboard.settings_overrides["max_reply_messages"] = 10  # splitting, not the cap, is tested here
     async with switchboard.running():
         it = await fake.send_interaction("ask", {"prompt": "explain it", "task": "chat"})
         summary = await switchboard.wait_answered(it)

@@ -1,4 +1,5 @@
-"""/chat: thread conversations that remember, survive a restart, ignore bots, and close."""
+"""/chat: thread conversations that remember, survive a restart and archiving, ignore bots and system
+messages, and close (by their starter or a moderator)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from typing import Any
 from inference.types import ChatMessage, Tier
 from tests.e2e.bot_harness import Harness, is_final
 from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord.payloads import MANAGE_THREADS, VIEW_CHANNEL
+
+# System message types (https://discord.com/developers/docs/resources/message#message-object-message-types).
+CHANNEL_NAME_CHANGE, CHANNEL_PINNED_MESSAGE, USER_JOIN = 4, 6, 7
 
 
 def replying_to(message: dict[str, Any], *, final: bool = True) -> Any:
@@ -18,15 +23,17 @@ def replying_to(message: dict[str, Any], *, final: bool = True) -> Any:
     return check
 
 
-async def start_chat(fake: FakeDiscord, prompt: str | None = None) -> str:
-    """/chat start; returns the new thread's id."""
+async def start_chat(fake: FakeDiscord, prompt: str | None = None, *, channel_threads: int = 1) -> str:
+    """/chat start; returns the new thread's id (``channel_threads``: how many the channel has by then)."""
     options = {"prompt": prompt} if prompt else {}
     it = await fake.send_interaction("chat", options, subcommand="start")
     summary = await fake.wait_for_response(it)
-    (created,) = fake.requests_matching("POST", rf"^/channels/{fake.channel_id}/threads$")
+    created = fake.requests_matching("POST", rf"^/channels/{fake.channel_id}/threads$")[channel_threads - 1]
     thread_id = str(created.response["id"])
     assert summary.content == f"Started a conversation in <#{thread_id}>. Write there; `/chat end` closes it."
     assert created.json["type"] == 11  # a public thread
+    assert created.json["auto_archive_duration"] == 1440  # idle a day: archived, revived by the next message
+    await fake.wait_for(lambda: fake.user["id"] in fake.thread_members[thread_id], what="starter added")
     return thread_id
 
 
@@ -87,12 +94,45 @@ async def test_conversation_remembers_across_turns_and_a_restart(switchboard: Ha
     assert len(small.calls) == 4  # three turns and the sentinel: no bot, no closed thread
 
 
-async def test_archiving_the_thread_closes_the_conversation(switchboard: Harness) -> None:
+async def test_an_archived_conversation_is_revived_with_its_history(switchboard: Harness) -> None:
+    """Discord archives an idle thread; the next message there carries on where it stopped, restart included."""
+    fake, small, probe = switchboard.fake, switchboard.small, switchboard.probe
+    small.reply = "first answer"
+    async with switchboard.running():
+        thread = await start_chat(fake, "hello there")
+        await switchboard.wait_final_message(thread)
+        await fake.wait_for(lambda: probe.count("add_message") == 2, what="turn 1 stored")
+        await fake.auto_archive(thread)
+        small.reply = "second answer"
+        asked = await fake.send_message("still there?", channel_id=thread)
+        second = await fake.wait_for_message(thread, replying_to(asked))
+        await fake.wait_for(lambda: probe.count("add_message") == 4, what="turn 2 stored")
+        await fake.auto_archive(thread)
+    small.reply = "third answer"
+    async with switchboard.running():  # archived threads are not in GUILD_CREATE: the message brings it back
+        asked = await fake.send_message("and now?", channel_id=thread)
+        third = await fake.wait_for_message(thread, replying_to(asked))
+        assert switchboard.store is not None
+        conversation = await switchboard.store.get_conversation(int(thread))
+    assert second["content"].startswith("second answer\n-# chat")
+    assert third["content"].startswith("third answer\n-# chat")
+    assert conversation is not None and not conversation.closed
+    assert probe.count("close_conversation") == 0
+    assert small.calls[2][1:] == [
+        ChatMessage("user", "hello there"),
+        ChatMessage("assistant", "first answer"),
+        ChatMessage("user", "still there?"),
+        ChatMessage("assistant", "second answer"),
+        ChatMessage("user", "and now?"),
+    ]
+
+
+async def test_a_moderators_lock_closes_the_conversation(switchboard: Harness) -> None:
     fake = switchboard.fake
     async with switchboard.running():
         thread = await start_chat(fake)
         assert fake.bot_messages(thread) == []  # no prompt: nothing answered yet
-        await fake.archive_thread(thread)
+        await fake.archive_thread(thread, locked=True)
         await fake.wait_for(lambda: switchboard.probe.count("close_conversation") == 1, what="close")
         assert switchboard.store is not None
         conversation = await switchboard.store.get_conversation(int(thread))
@@ -103,13 +143,62 @@ async def test_archiving_the_thread_closes_the_conversation(switchboard: Harness
     assert switchboard.model_calls() == 0
 
 
-async def test_archiving_after_a_restart_closes_the_conversation(switchboard: Harness) -> None:
+async def test_locking_after_a_restart_closes_the_conversation(switchboard: Harness) -> None:
+    """Even an archived thread, which the new process has not cached."""
     fake = switchboard.fake
     async with switchboard.running():
         thread = await start_chat(fake)
+        await fake.auto_archive(thread)
     async with switchboard.running():
-        await fake.archive_thread(thread)
+        await fake.archive_thread(thread, locked=True)
         await fake.wait_for(lambda: switchboard.probe.count("close_conversation") == 1, what="close")
+
+
+async def test_only_the_starter_or_a_moderator_ends_a_conversation(switchboard: Harness) -> None:
+    fake = switchboard.fake
+    bob, mod = fake.add_member("bob"), fake.add_member("mod")
+    async with switchboard.running():
+        assert switchboard.store is not None
+        thread = await start_chat(fake)
+        by_bob = await fake.wait_for_response(
+            await fake.send_interaction("chat", subcommand="end", channel_id=thread, user=bob)
+        )
+        assert by_bob.ephemeral
+        assert by_bob.content == "Only the person who started this conversation, or a moderator, can end it."
+        conversation = await switchboard.store.get_conversation(int(thread))
+        assert conversation is not None and not conversation.closed
+        assert fake.channels[thread]["thread_metadata"]["archived"] is False
+
+        by_mod = await fake.wait_for_response(
+            await fake.send_interaction(
+                "chat", subcommand="end", channel_id=thread, user=mod, permissions=MANAGE_THREADS | VIEW_CHANNEL
+            )
+        )
+        assert by_mod.ephemeral and by_mod.content == "Conversation closed."
+        await fake.wait_for_request("PATCH", rf"^/channels/{thread}$")
+        conversation = await switchboard.store.get_conversation(int(thread))
+        assert conversation is not None and conversation.closed
+
+        other = await start_chat(fake, channel_threads=2)
+        mine = await fake.wait_for_response(await fake.send_interaction("chat", subcommand="end", channel_id=other))
+        assert mine.content == "Conversation closed."
+        await fake.wait_for_request("PATCH", rf"^/channels/{other}$")
+
+
+async def test_system_messages_in_a_conversation_are_never_answered(switchboard: Harness) -> None:
+    fake = switchboard.fake
+    switchboard.small.reply = "the answer"
+    async with switchboard.running():
+        thread = await start_chat(fake, "hello")
+        answer = await switchboard.wait_final_message(thread)
+        renamed = await fake.send_system_message(CHANNEL_NAME_CHANGE, "new name", channel_id=thread)
+        pinned = await fake.send_system_message(CHANNEL_PINNED_MESSAGE, channel_id=thread, reference=answer)
+        joined = await fake.send_system_message(USER_JOIN, channel_id=thread)
+        sentinel = await fake.send_message("and this?", channel_id=thread)
+        await fake.wait_for_message(thread, replying_to(sentinel))
+    system = {renamed["id"], pinned["id"], joined["id"]}
+    assert not any((m.get("message_reference") or {}).get("message_id") in system for m in fake.bot_messages(thread))
+    assert [c[-1].content for c in switchboard.small.calls] == ["hello", "and this?"]
 
 
 async def test_turns_in_one_thread_are_answered_in_order_with_history(switchboard: Harness) -> None:

@@ -154,3 +154,40 @@ def test_bad_setting_is_named_without_its_value(env):
     assert result.stderr.strip() == (
         "error: invalid settings: SWITCHBOARD_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"
     )
+
+
+def test_route_skips_an_overlong_line_and_a_non_utf8_line_and_goes_on(env):
+    from inference.cli import MAX_LINE_BYTES
+
+    lines = [
+        json.dumps({"text": "hello there"}).encode(),
+        json.dumps({"text": "x" * (2 * MAX_LINE_BYTES)}).encode(),  # read in bounded pieces, never whole
+        b'{"text": "caf\xe9 \xff"}',  # Latin-1, not UTF-8
+        json.dumps({"text": "translate 'good morning' into Spanish"}).encode(),
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "route"],
+        input=b"\n".join(lines) + b"\n",
+        capture_output=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    outs = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert len(outs) == 4
+    check_route(outs[0])
+    assert set(outs[1]) == {"error"} and "too long" in outs[1]["error"]
+    assert set(outs[2]) == {"error"} and "UTF-8" in outs[2]["error"]
+    check_route(outs[3])
+    assert outs[3]["task"] == "conversion"
+
+
+def test_route_into_a_closed_pipe_exits_quietly(env, tmp_path):
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps({"text": f"hello number {i}"}) + "\n" for i in range(3000)))
+    script = f'"{sys.executable}" -m bot route < "{big}" | head -1; echo "route exit ${{PIPESTATUS[0]}}" >&2'
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    check_route(json.loads(result.stdout))  # head printed the first answer
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] in {"route exit 0", "route exit 141"}

@@ -295,3 +295,115 @@ def test_validator_reports_invalid_bodies() -> None:
     # The one tolerated mismatch: default_member_permissions as integer or string in command sync.
     sync = [{"name": "ask", "description": "d", "default_member_permissions": "32"}]
     assert validator.validate_request("PUT", "/applications/1/commands", sync) == []
+
+
+async def test_thread_auto_archive_and_unarchive_by_a_message(fake_discord: FakeDiscord, run_bot: Any) -> None:
+    async with run_bot(ThrowawayBot()) as bot:
+        hello = await fake_discord.send_message("hello")
+        created = await fake_discord.wait_for_request("POST", rf"^/channels/\d+/messages/{hello['id']}/threads$")
+        started = fake_discord.channels[hello["id"]]["thread_metadata"]
+        assert started["auto_archive_duration"] == created.json["auto_archive_duration"]  # kept from the body
+        short = await fake_discord.create_thread("short-lived", auto_archive_duration=60)
+        assert short["thread_metadata"]["auto_archive_duration"] == 60
+
+        await fake_discord.auto_archive(short["id"])
+        update = fake_discord.events("THREAD_UPDATE")[-1]
+        assert update["id"] == short["id"] and update["thread_metadata"]["archived"] is True
+        assert update["thread_metadata"]["locked"] is False
+        assert await fake_discord.wait_for(lambda: bot.get_channel(int(short["id"])) is None)
+        with pytest.raises(ValueError, match="already archived"):
+            await fake_discord.auto_archive(short["id"])
+
+        # A user's message unarchives it (THREAD_UPDATE first, then the message), as on Discord.
+        await fake_discord.send_message("still here", channel_id=short["id"])
+        names = [e for e, _ in fake_discord.dispatched][-2:]
+        assert names == ["THREAD_UPDATE", "MESSAGE_CREATE"]
+        assert fake_discord.channels[short["id"]]["thread_metadata"]["archived"] is False
+        await fake_discord.wait_for_message(short["id"], lambda m: m["content"] == "in thread: still here")
+
+        # A locked archived thread takes no message from a member without Manage Threads.
+        await fake_discord.archive_thread(short["id"], locked=True)
+        with pytest.raises(ValueError, match="locked"):
+            await fake_discord.send_message("let me in", channel_id=short["id"])
+
+
+async def test_rate_limit_headers_and_429_bodies(fake_discord: FakeDiscord) -> None:
+    headers = {"Authorization": f"Bot {fake_discord.token}"}
+    url = f"{fake_discord.api_base}/channels/{fake_discord.channel_id}/messages"
+    fake_discord.bucket_limit = 5
+    rule = fake_discord.rate_limit("POST", r"/messages$", times=1, retry_after=0.25, bucket="msgs")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, headers=headers, json={"content": "one"}) as resp:
+            assert resp.status == 429 and resp.headers["Via"]
+            assert await resp.json() == {
+                "message": "You are being rate limited.",
+                "code": 0,
+                "retry_after": 0.25,
+                "global": False,
+            }
+            assert resp.headers["Retry-After"] == "1"  # whole seconds in the header; the body is exact
+            assert resp.headers["X-RateLimit-Bucket"] == "msgs" and resp.headers["X-RateLimit-Remaining"] == "0"
+            assert resp.headers["X-RateLimit-Scope"] == "user"
+            assert float(resp.headers["X-RateLimit-Reset-After"]) == 0.25
+        seen = []
+        for text in ("two", "three"):
+            async with http.post(url, headers=headers, json={"content": text}) as resp:
+                assert resp.status == 200
+                seen.append({k: v for k, v in resp.headers.items() if k.startswith("X-RateLimit")})
+        other = f"{fake_discord.api_base}/channels/{fake_discord.add_channel('other')}/messages"
+        async with http.post(other, headers=headers, json={"content": "elsewhere"}) as resp:
+            elsewhere = resp.headers
+    assert [h["X-RateLimit-Remaining"] for h in seen] == ["4", "3"] and seen[0]["X-RateLimit-Limit"] == "5"
+    assert seen[0]["X-RateLimit-Bucket"] == seen[1]["X-RateLimit-Bucket"] != "msgs"  # the route's own bucket
+    assert 0 < float(seen[1]["X-RateLimit-Reset-After"]) <= 1.0 and float(seen[1]["X-RateLimit-Reset"]) > 1e9
+    # Same bucket, another major parameter (channel): counted apart.
+    assert elsewhere["X-RateLimit-Bucket"] == seen[0]["X-RateLimit-Bucket"]
+    assert elsewhere["X-RateLimit-Remaining"] == "4"
+    assert rule.remaining == 0 and [r.status for r in rule.hits] == [429]
+    assert [m["content"] for m in fake_discord.messages_in()] == ["two", "three"]
+
+
+async def test_discord_py_waits_out_429s_and_exhausted_buckets(fake_discord: FakeDiscord, run_bot: Any) -> None:
+    fake_discord.bucket_limit, fake_discord.bucket_window = 2, 0.05  # discord.py waits for the reset itself
+    edits = fake_discord.rate_limit("PATCH", r"/@original$", times=2, retry_after=0.01)
+    follow = fake_discord.rate_limit("POST", r"^/webhooks/", times=1, retry_after=0.01, global_=True)
+    async with run_bot(ThrowawayBot()):
+        interaction = await fake_discord.send_interaction("ask", {"prompt": "life"})
+        summary = await fake_discord.wait_for_response(interaction, lambda s: s.followups)
+    assert [r.status for r in edits.hits + follow.hits] == [429, 429, 429]
+    assert [(s.kind, s.request.status) for s in summary.steps] == [
+        ("callback", 200),
+        ("edit_original", 429),
+        ("edit_original", 429),
+        ("edit_original", 200),
+        ("edit_original", 200),
+        ("followup", 429),
+        ("followup", 200),
+    ]
+    assert summary.content == "The answer is 42." and summary.followups[0]["content"] == "Here is a chart."
+
+
+async def test_reconnect_resumes_and_replays_missed_events(fake_discord: FakeDiscord, run_bot: Any) -> None:
+    async with run_bot(ThrowawayBot()) as bot:
+        await fake_discord.request_reconnect(wait=False)
+        # Sent while the client is reconnecting: it reaches the bot through the RESUME replay.
+        missed = await fake_discord.send_message("while away")
+        await fake_discord.wait_for(lambda: fake_discord.resume_count == 1, what="RESUME")
+        await fake_discord.wait_for_message(missed["id"], lambda m: m["content"] == "echo: while away")
+        assert fake_discord.replayed[0] >= 1 and fake_discord.identify_count == 1
+        (resume,) = [p["d"] for p in fake_discord.received if p["op"] == 6]
+        assert resume["session_id"] == fake_discord.events("READY")[0]["session_id"]
+        assert fake_discord.events("RESUMED")
+
+        # op 9 (not resumable): a fresh IDENTIFY and READY; a RESUME of the dead session would be refused.
+        bot.before_identify_hook = _no_identify_wait  # type: ignore[method-assign]
+        await fake_discord.invalidate_session(resumable=False)
+        await fake_discord.wait_for(lambda: len(fake_discord.events("READY")) == 2, what="second READY")
+        assert fake_discord.identify_count == 2
+        assert await fake_discord.wait_for(lambda: bot.get_guild(int(fake_discord.guild_id)))
+        fresh = await fake_discord.send_message("fresh")
+        await fake_discord.wait_for_message(fresh["id"], lambda m: m["content"] == "echo: fresh")
+
+
+async def _no_identify_wait(shard_id: int | None, *, initial: bool = False) -> None:
+    """discord.py sleeps 5 s before a re-IDENTIFY (Discord's identify limit); the fake has none."""

@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pytest_asyncio
 from aiohttp import web
@@ -52,6 +52,10 @@ class Reply:
     finish_reason: str | None = "stop"
     #: Interleave ``: keep-alive`` comments and empty deltas between pieces.
     keepalive: bool = False
+    #: A hostile server that never stops talking (until the client hangs up or the server closes):
+    #: "line" one SSE line with no end, "event" data lines with no blank line between them, "json" a 200
+    #: JSON body with no end, "tokens" valid chunks forever (a server that ignores max_tokens).
+    flood: Literal["line", "event", "json", "tokens"] | None = None
 
     def split(self) -> tuple[str, ...]:
         if self.pieces is not None:
@@ -79,6 +83,14 @@ def broken(after: int = 1, text: str = "one two three four", **kw: Any) -> Reply
     return Reply(text=text, break_after=after, sse=True, **kw)
 
 
+def flood(kind: Literal["line", "event", "json", "tokens"], **kw: Any) -> Reply:
+    return Reply(flood=kind, **kw)
+
+
+#: One write of a flood: 64 KiB, so a flood is fast but still yields to the loop between writes.
+_FLOOD_CHUNK = 64 << 10
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     method: str
@@ -92,6 +104,8 @@ class FakeOpenAIServer:
         self.model = model
         self.default = Reply()
         self.models_status = 200
+        #: /models answers 200 with a body that never ends (a hostile probe target).
+        self.models_flood = False
         self.requests: list[RecordedRequest] = []
         self._script: list[Reply] = []
         self._closing = asyncio.Event()
@@ -159,6 +173,8 @@ class FakeOpenAIServer:
 
     async def _models(self, request: web.Request) -> web.Response:
         await self._record(request)
+        if self.models_flood:
+            return await self._flood(request, "application/json", b'{"data": [', b'{"id": "m"}, ')
         if self.models_status != 200:
             return web.json_response({"error": {"message": "no"}}, status=self.models_status)
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
@@ -171,6 +187,8 @@ class FakeOpenAIServer:
             if text is None:
                 text = json.dumps({"error": {"message": f"fake error {reply.status}", "code": reply.status}})
             return web.Response(status=reply.status, text=text, headers=dict(reply.headers))
+        if reply.flood is not None:
+            return await self._flood_reply(request, reply)
         wants_stream = bool(isinstance(body, dict) and body.get("stream"))
         if reply.sse or (reply.sse is None and wants_stream):
             return await self._stream(request, reply)
@@ -223,6 +241,32 @@ class FakeOpenAIServer:
             await resp.write_eof()
         except (ConnectionResetError, RuntimeError):
             pass  # the client went away (e.g. it timed out and closed the stream)
+        return resp
+
+    async def _flood_reply(self, request: web.Request, reply: Reply) -> web.StreamResponse:
+        sse = "text/event-stream"
+        if reply.flood == "line":
+            return await self._flood(request, sse, b"data: ", b"x" * 1024)
+        if reply.flood == "event":
+            return await self._flood(request, sse, b"", b"data: " + b"x" * 1018 + b"\n")
+        if reply.flood == "json":
+            head = b'{"choices": [{"message": {"content": "'
+            return await self._flood(request, "application/json", head, b"x" * 1024)
+        chunk = json.dumps({"choices": [{"index": 0, "delta": {"content": "more "}, "finish_reason": None}]})
+        return await self._flood(request, sse, b"", f"data: {chunk}\n\n".encode())
+
+    async def _flood(self, request: web.Request, content_type: str, head: bytes, unit: bytes) -> web.StreamResponse:
+        """Send ``head`` then ``unit`` forever (chunked, no length), until the client goes away."""
+        resp = web.StreamResponse(status=200, headers={"Content-Type": content_type})
+        await resp.prepare(request)
+        block = unit * max(1, _FLOOD_CHUNK // len(unit))
+        try:
+            await resp.write(head)
+            while not self._closing.is_set():
+                await resp.write(block)
+                await asyncio.sleep(0)  # a yield, not a wait: lets the client (same loop) read
+        except (ConnectionError, RuntimeError):
+            pass  # the client hung up: what a bounded client does
         return resp
 
     async def _send(self, resp: web.StreamResponse, delta: dict[str, str], finish: str | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.answering import AnswerService, UserError, trim_history
+from bot.keybox import KeyBox
 from bot.settings import Settings
 from bot.storage import GuildConfig
 from inference.types import Attachment, ChatMessage
@@ -13,7 +14,7 @@ from inference.types import Attachment, ChatMessage
 @pytest.fixture
 def service() -> AnswerService:
     settings = Settings(_env_file=None, max_prompt_chars=100, max_attachments=2, max_attachment_bytes=1000)  # type: ignore[call-arg]
-    return AnswerService(board=None, store=None, settings=settings)  # type: ignore[arg-type]
+    return AnswerService(board=None, store=None, settings=settings, keybox=KeyBox(b"k" * 32))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -147,6 +149,31 @@ def test_long_input_is_truncated_for_the_encoder_but_fully_counted(clf: TaskClas
     assert c.prompt_tokens > 3000 > clf.encoder.max_tokens
     assert "long input" in c.signals
     assert any(s.startswith("long context") for s in c.signals)
+
+
+def test_a_20_mb_prompt_costs_what_a_short_one_does(clf: TaskClassifier) -> None:
+    unit = "The committee met again to discuss the budget. "
+    units = 20_000_000 // len(unit)
+    huge = unit * units + "\nTranslate all of the above into German."
+    per_unit = len(clf.encoder.token_ids(unit * 10)) / 10
+    rss_before = _rss_mb()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    c = clf.classify(Request(huge))
+    elapsed = time.perf_counter() - started
+    # Today: 52 s and 6 GB. Only a bounded head and tail are read; generous bounds for a busy 2-core box.
+    assert elapsed < 2.0, f"{elapsed:.1f} s"
+    assert _rss_mb() - rss_before < 100
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - peak_before < 100
+    # The length still counts: prompt_tokens is the whole text's, estimated from what was read.
+    assert abs(c.prompt_tokens - units * per_unit) < 0.05 * units * per_unit
+    assert "long input" in c.signals and any(s.startswith("long context") for s in c.signals)
+    assert c.task == clf.classify(Request(unit * 200 + "\nTranslate all of the above into German.")).task
+
+
+def _rss_mb() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 2**20
 
 
 def test_classify_is_thread_safe(clf: TaskClassifier) -> None:

@@ -66,13 +66,21 @@ REFUSED = [
     ("https://user:pass@api.example.com/v1", "user-info"),
     ("https://user@api.example.com/v1", "user-info"),
     ("http://api.example.com/v1", "https"),
-    ("https://evil.example.com/v1", "10.0.0.5"),
-    ("https://mixed.example.com/v1", "127.0.0.1"),
-    ("https://mapped.example.com/v1", "127.0.0.1"),
+    ("https://evil.example.com/v1", "resolves to a private address"),
+    ("https://mixed.example.com/v1", "resolves to a loopback address"),
+    ("https://mapped.example.com/v1", "resolves to a loopback address"),
     ("https://does-not-exist.example/v1", "cannot be resolved"),
     ("https://exa mple.com/v1", "whitespace"),
     ("https://%31%32%37.0.0.1/v1", "not a valid host"),
+    # DNS limits: refused with a reason, not a UnicodeError from the IDNA codec.
+    (f"https://{'a' * 64}.example.com/v1", "over 63 characters"),
+    (f"https://{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 63}.com/v1", "too long"),
+    (f"https://xn--{'a' * 70}.com/v1", "over 63 characters"),
+    (f"https://{'é' * 70}.com/v1", "not a valid host name"),
 ]
+
+#: What the fake DNS answers for names; a refusal may name the host, never one of these.
+INTERNAL_ANSWERS = ("10.0.0.5", "127.0.0.1", "::ffff:127.0.0.1", "10.1.2.3")
 
 
 @pytest.mark.parametrize(("url", "reason"), REFUSED)
@@ -80,6 +88,15 @@ async def test_refused(url: str, reason: str) -> None:
     with pytest.raises(UnsafeURL) as info:
         await guard().check_resolved(url)
     assert reason in str(info.value)
+    assert len(str(info.value)) < 300  # a long host is shortened, not echoed whole
+
+
+@pytest.mark.parametrize("host", ["evil.example.com", "mixed.example.com", "mapped.example.com", "internal.corp"])
+async def test_refusal_of_a_name_never_shows_its_internal_address(host: str) -> None:
+    with pytest.raises(UnsafeURL) as info:
+        await guard().check_resolved(f"https://{host}/v1")
+    assert host in str(info.value)
+    assert not [a for a in INTERNAL_ANSWERS if a in str(info.value)], str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -159,8 +176,9 @@ def test_is_public() -> None:
 
 async def test_guarded_resolver_refuses_private_answer() -> None:
     resolver = guard().resolver()
-    with pytest.raises(UnsafeURL, match=r"10\.0\.0\.5"):
+    with pytest.raises(UnsafeURL, match="resolves to a private address") as info:
         await resolver.resolve("evil.example.com", 443)
+    assert "10.0.0.5" not in str(info.value)
     results = await resolver.resolve("api.example.com", 443)
     assert [r["host"] for r in results] == ["93.184.216.34"]
 
@@ -188,8 +206,9 @@ async def test_request_time_recheck_blocks_rebinding(openai_server: FakeOpenAISe
     g = Guard(resolve=_rebinding_resolver([["93.184.216.34"], ["127.0.0.1"]]))
     await g.check_resolved(f"https://rebind.example.com:{openai_server.port}/v1")
     async with aiohttp.ClientSession(connector=g.connector()) as session:
-        with pytest.raises(UnsafeURL, match=r"127\.0\.0\.1"):
+        with pytest.raises(UnsafeURL, match="resolves to a loopback address") as info:
             await session.get(f"http://rebind.example.com:{openai_server.port}/v1/models")
+        assert "127.0.0.1" not in str(info.value)
     assert openai_server.requests == []  # refused before any byte was sent
 
 

@@ -10,11 +10,13 @@ import asyncio
 import email.utils
 import logging
 import math
+import os
 import time
 from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 
 from inference.backends.openai import EndpointRejected, OpenAIBackend, parse_retry_after
 from inference.catalogue import Cooldown, RetryPolicy, Timeouts
@@ -55,7 +57,9 @@ async def make(openai_server: FakeOpenAIServer):  # type: ignore[no-untyped-def]
     made: list[OpenAIBackend] = []
 
     def factory(*, stream: bool = True, url: str | None = None, **overrides: Any) -> OpenAIBackend:
-        backend = OpenAIBackend("fake", spec_for(url or openai_server.base_url, **overrides), stream=stream)
+        # The operator's environment, as the service passes it for operator models.
+        spec = spec_for(url or openai_server.base_url, **overrides)
+        backend = OpenAIBackend("fake", spec, stream=stream, env=os.environ)
         made.append(backend)
         return backend
 
@@ -173,13 +177,44 @@ async def test_api_key_read_at_request_time(
     assert [r.headers["Authorization"] for r in openai_server.completions] == ["Bearer first", "Bearer rotated"]
 
 
-async def test_missing_api_key_is_an_auth_error(
+async def test_an_unset_key_variable_means_a_keyless_endpoint(
     openai_server: FakeOpenAIServer, make: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Most local servers need no key; and an error naming the variable would tell whoever configured the
+    # endpoint whether the operator has it.
     monkeypatch.delenv(KEY_ENV, raising=False)
-    with pytest.raises(AuthenticationError, match=KEY_ENV):
-        await make(api_key_env=KEY_ENV).stream(MESSAGES, PARAMS).text()
-    assert openai_server.requests == []
+    assert await make(api_key_env=KEY_ENV).stream(MESSAGES, PARAMS).text()
+    assert await make().stream(MESSAGES, PARAMS).text()
+    assert all("Authorization" not in r.headers for r in openai_server.completions)
+    assert len(openai_server.completions) == 2
+
+
+async def test_without_the_operators_environment_no_variable_is_ever_read(
+    openai_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server admin's endpoint is built without `env`: naming DISCORD_TOKEN (or any variable) sends nothing.
+    monkeypatch.setenv("DISCORD_TOKEN", SENTINEL)
+    backend = OpenAIBackend("theirs", spec_for(openai_server.base_url, api_key_env="DISCORD_TOKEN"))
+    try:
+        await backend.stream(MESSAGES, PARAMS).text()
+        assert await backend.probe()
+    finally:
+        await backend.aclose()
+    assert openai_server.requests and all("Authorization" not in r.headers for r in openai_server.requests)
+
+
+async def test_a_key_given_with_the_spec_is_sent_and_masked(openai_server: FakeOpenAIServer) -> None:
+    spec = spec_for(openai_server.base_url, api_key=SecretStr(SENTINEL))
+    assert SENTINEL not in spec.model_dump_json() and SENTINEL not in repr(spec)
+    backend = OpenAIBackend("theirs", spec)
+    try:
+        await backend.stream(MESSAGES, PARAMS).text()
+    finally:
+        await backend.aclose()
+    assert openai_server.completions[0].headers["Authorization"] == f"Bearer {SENTINEL}"
+    # Another key is another spec (a new backend), though neither key appears in the dump.
+    other = spec_for(openai_server.base_url, api_key=SecretStr("sk-other"))
+    assert other.model_dump_json() != spec.model_dump_json()
 
 
 # --- status codes and broken streams (one attempt each, no resilience layer) ---------------------------

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from bot.ratelimit import Decision, RateLimiter
+from bot.storage import GuildConfig
 
 USER = (1, 10)
 
@@ -146,3 +147,19 @@ def test_idle_full_buckets_are_evicted_before_busy_ones(clock: FakeClock) -> Non
     assert len(limiter) <= 10
     assert limiter.check("busy", 6, 3).allowed
     assert not limiter.check("busy", 6, 3).allowed
+
+
+def test_the_default_server_limits_allow_a_normal_back_and_forth(limiter: RateLimiter, clock: FakeClock) -> None:
+    """Eight quick messages in a row pass (the old 6/min, burst 3 refused the fourth); a flood does not,
+    and a conversation at a reading pace (one message every 5 s) never runs dry."""
+    config = GuildConfig()
+
+    def check() -> bool:
+        return limiter.check(USER, config.rate_limit_per_minute, config.rate_limit_burst).allowed
+
+    assert [check() for _ in range(9)] == [True] * 8 + [False]
+    clock.advance(60)
+    assert all(check() for _ in range(8))
+    for _ in range(30):
+        clock.advance(5)
+        assert check()

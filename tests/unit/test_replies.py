@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -500,3 +501,109 @@ async def test_streaming_properties(text: str, sizes: list[int], step: float) ->
     got = chunks_content(final).replace("\u200b", "")
     assert got == content(expected + "\n" + FOOT).replace("\u200b", "")
     assert not any(PING.search(c) for c in final)
+
+
+@dataclass
+class HeldDiscord(Discord):
+    """A Discord that holds writes back while `held` is set (a 429 and its Retry-After)."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    held: bool = False
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    def editor(self, index: int) -> Edit:
+        async def edit(content: str) -> None:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                if self.held:
+                    await self.gate.wait()
+                self.messages[index].append((self.clock(), content))
+            finally:
+                self.in_flight -= 1
+
+        return edit
+
+
+async def test_held_back_write_does_not_stall_the_stream_and_latest_text_wins() -> None:
+    d = HeldDiscord(FakeClock())
+    reply = d.reply(patience=0)
+    await reply.push("one")  # Discord is quick: written before push returns
+    assert d.final == ["one ▌"]
+    d.held = True
+    d.clock.advance(1)
+    await reply.push(" two")  # starts a write Discord holds back; push returns anyway
+    for word in (" three", " four", " five"):
+        d.clock.advance(1)
+        await reply.push(word)  # coalesced: no second write while one is in flight
+    assert d.final == ["one ▌"] and d.in_flight == 1
+    d.held = False
+    d.gate.set()
+    d.clock.advance(1)
+    await reply.push(" six")  # the held write lands, then the latest text goes out
+    await reply.finish(FOOT)
+    writes = [c for _, c in d.messages[0][1:]]
+    assert writes == ["one ▌", "one two ▌", "one two three four five six ▌", "one two three four five six\n" + FOOT]
+    assert d.most_in_flight == 1  # one write at a time: never reordered
+
+
+async def test_finish_waits_for_a_held_write_and_writes_everything_last() -> None:
+    d = HeldDiscord(FakeClock(), held=True)
+    reply = d.reply(patience=0)
+    await reply.push("partial")
+    await reply.push(" and the rest")  # within the interval: shown by finish
+    closing = asyncio.ensure_future(reply.finish(FOOT))
+    await asyncio.sleep(0)
+    assert not closing.done()  # the held write comes first
+    d.gate.set()
+    await closing
+    assert [c for _, c in d.messages[0][1:]] == ["partial ▌", "partial and the rest\n" + FOOT]
+
+
+async def test_failed_background_write_is_raised_to_the_caller() -> None:
+    d = Discord(FakeClock())
+    gate = asyncio.Event()
+
+    async def broken(content: str) -> None:
+        await gate.wait()
+        raise RuntimeError("403 Forbidden")
+
+    reply = StreamingReply(broken, d.send, clock=d.clock, patience=0)
+    await reply.push("hello")
+    gate.set()
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="Forbidden"):
+        await reply.push(" world")
+
+
+async def test_long_answer_stops_at_max_messages_and_attaches_the_whole_text() -> None:
+    d = Discord(FakeClock())
+    files: list[tuple[str, str, bytes]] = []
+
+    async def upload(content: str, filename: str, data: bytes) -> None:
+        files.append((content, filename, data))
+        d.messages.append([(d.clock(), content)])
+
+    reply = d.reply(max_messages=3, upload=upload)
+    text = "```python\n" + "".join(f"value_{i} = compute({i})  # @everyone\n" for i in range(600)) + "```\nDone."
+    await stream(text, d, reply, size=40, step=0.2)
+    assert len(d.messages) <= 2  # streaming keeps the last message free for the file
+    await reply.finish(FOOT)
+    assert len(d.messages) == 3 == reply.messages
+    assert all(balanced(c) and len(c) <= 2000 for c in d.final)
+    assert d.final[-1] == "📎 The answer is longer than 3 messages: all of it is in answer.md.\n" + FOOT
+    ((_, name, data),) = files
+    assert name == "answer.md" and data.decode() == text
+
+
+async def test_without_upload_the_last_allowed_message_is_cut_with_a_note() -> None:
+    d = Discord(FakeClock())
+    reply = d.reply(max_messages=2)
+    text = "word " * 1500
+    await stream(text, d, reply, size=30, step=0.3)
+    await reply.finish(FOOT)
+    assert len(d.messages) == 2
+    assert all(len(c) <= 2000 and "▌" not in c for c in d.final)
+    assert d.final[-1].endswith("\n… (cut: the answer is longer than 2 messages)\n" + FOOT)
+    assert (d.final[0] + d.final[1]).startswith("word " * 700)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import pytest
 
+from inference.backends.base import ProbeResult
 from inference.backends.openai import EndpointRejected
-from inference.catalogue import RoutingPolicy, load_routing
+from inference.catalogue import RoutingPolicy, Timeouts, load_routing
 from inference.errors import BackendTimeout, BackendUnavailable, BadRequest, InferenceError, QueueFull
 from inference.resilience import FakeClock
 from inference.router import Router
@@ -153,3 +157,135 @@ async def test_fallback_note_names_the_failure_family(error, said):
     answer = board.answer(board.route(Request("hi")), USER)
     await collect(answer)
     assert answer.notes == [f"the small tier failed ({said}); the large tier answered"]
+
+
+# --- starting a backend: inside the request's time budget, shared, never serialised ---------------------
+
+
+class SlowStart(ScriptedBackend):
+    """A backend whose start (DNS lookup, session) waits on an event, then succeeds or fails."""
+
+    def __init__(self, name: str, gate: asyncio.Event, *, fail: InferenceError | None = None) -> None:
+        super().__init__(name, "started answer")
+        self.start_gate = gate
+        self.start_fail = fail
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        await self.start_gate.wait()
+        if self.start_fail is not None:
+            raise self.start_fail
+
+
+@pytest.mark.parametrize("fail", [None, BackendUnavailable("DNS lookup failed")], ids=["ok", "failing"])
+async def test_concurrent_first_requests_share_one_start(fail):
+    gate = asyncio.Event()
+    slow = SlowStart("small-fake", gate, fail=fail)
+    board = board_with({"small-fake": slow, "large-fake": ScriptedBackend("large-fake")})
+    k = 5
+    answers = [board.answer(board.route(Request("hi")), USER, allow_fallback=False) for _ in range(k)]
+    tasks = [asyncio.create_task(collect(a)) for a in answers]
+    for _ in range(10):
+        await asyncio.sleep(0)  # a few loop turns: every request arrives at the start, which waits on the gate
+    assert slow.starts == 1
+    gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    # One lookup for all k requests, whatever its outcome: the k-th request does not wait k lookups.
+    assert slow.starts == 1
+    if fail is None:
+        assert results == ["started answer"] * k
+    else:
+        assert all(isinstance(r, BackendUnavailable) for r in results)
+
+
+async def test_backend_is_built_without_starting_or_waiting():
+    gate = asyncio.Event()  # never set: a start that never finishes
+    slow = SlowStart("small-fake", gate)
+    board = board_with({"small-fake": slow, "large-fake": ScriptedBackend("large-fake")})
+    wrapped = board.backend_for("small-fake")
+    assert await board.backend("small-fake", start=False) is wrapped
+    assert slow.starts == 0 and not wrapped.started
+    assert board.health("small-fake") == "not loaded yet"
+
+
+async def test_start_that_never_finishes_hits_the_first_token_timeout():
+    gate = asyncio.Event()  # never set
+    catalogue = fake_catalogue()
+    quick = catalogue.models["small-fake"].model_copy(
+        update={"timeouts": Timeouts(connect_s=1, first_token_s=0.2, total_s=5)}
+    )
+    catalogue = catalogue.model_copy(update={"models": {**catalogue.models, "small-fake": quick}})
+    slow = SlowStart("small-fake", gate)
+    backends = {"small-fake": slow, "large-fake": ScriptedBackend("large-fake", "large answer")}
+    board = Switchboard(
+        Router(Fixed(), policy(), catalogue), cache_dir=None, backend_factory=lambda n, s: backends[n]  # type: ignore[arg-type]
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = board.answer(board.route(Request("hi")), USER)
+    assert await collect(answer) == "large answer"  # the other tier answers, as for any timeout
+    assert 0.2 <= loop.time() - started < 5
+    assert answer.notes == ["the small tier failed (timed out); the large tier answered"]
+    with pytest.raises(BackendTimeout, match="while starting"):
+        await collect(board.answer(board.route(Request("hi")), USER, allow_fallback=False))
+    await board.aclose()
+
+
+# --- the start-up probe: healthy, credentials refused, unreachable -----------------------------------
+
+
+class Probed(ScriptedBackend):
+    def __init__(self, name: str, result: ProbeResult) -> None:
+        super().__init__(name, f"{name} answer")
+        self.result = result
+
+    async def probe_status(self) -> ProbeResult:
+        return self.result
+
+
+@pytest.mark.parametrize(
+    ("result", "note", "health"),
+    [
+        (ProbeResult.HEALTHY, None, "healthy"),
+        (ProbeResult.UNREACHABLE, "is not reachable", "unreachable; local-fake stands in"),
+        (ProbeResult.REFUSED, "refused our credentials", "credentials refused; local-fake stands in"),
+    ],
+)
+async def test_start_up_probe_tells_the_cases_apart(result, note, health, caplog):
+    backends = {
+        "large-fake": Probed("large-fake", result),
+        "local-fake": ScriptedBackend("local-fake", "local answer"),
+        "small-fake": ScriptedBackend("small-fake"),
+    }
+    board = board_with(backends, task="code", fallback=True)
+    caplog.set_level(logging.INFO, logger="inference.service")
+    notes = await board.start(probe=True)
+    assert board.probes == {"large-fake": result}
+    assert board.health("large-fake") == health
+    if note is None:
+        assert notes == [] and "large-fake (large tier) is healthy" in caplog.text
+        assert board.route(Request("x")).model == "large-fake"
+    else:
+        assert len(notes) == 1 and note in notes[0] and "local-fake stands in" in notes[0]
+        assert note in caplog.text
+        decision = board.route(Request("x"))
+        assert decision.model == "local-fake"
+        why = "credentials refused" if result is ProbeResult.REFUSED else "unreachable"
+        assert f"large-fake {why}" in decision.reason
+        answer = board.answer(decision, USER)
+        assert await collect(answer) == "local answer"
+        assert answer.notes[0] == f"large-fake {why}; local-fake stands in"
+
+
+async def test_health_words():
+    clock = FakeClock()
+    small = ScriptedBackend("small-fake", fail=BackendUnavailable("down"))
+    board = board_with({"small-fake": small, "large-fake": ScriptedBackend("large-fake")}, clock=clock)
+    assert board.health("small-fake") == "not loaded yet"
+    await board.backend("large-fake")
+    assert board.health("large-fake") == "healthy"
+    for _ in range(2):
+        await collect(board.answer(board.route(Request("hi")), USER))
+    assert board.health("small-fake") == "cooling down (30s left)"
+    assert board.health("nope") == "unknown"

@@ -6,6 +6,7 @@ Every test uses a real SQLite file in tmp_path, migrated by alembic exactly as t
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,7 +16,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import Connection, inspect
 from sqlalchemy.exc import IntegrityError
 
@@ -25,6 +26,7 @@ from bot.storage import (
     NotFound,
     Store,
     alembic_config,
+    guild_models,
     guild_settings,
     make_engine,
     messages,
@@ -71,7 +73,7 @@ async def store(url: str, clock: Clock) -> AsyncIterator[Store]:
 
 def spec(model: str = "llama-3.1-8b") -> OpenAIModel:
     return OpenAIModel.model_validate(
-        {"tier": "large", "base_url": "https://api.example.com/v1", "model": model, "api_key_env": "EX_KEY"}
+        {"tier": "large", "base_url": "https://api.example.com/v1", "model": model}
     )
 
 
@@ -83,7 +85,8 @@ async def test_defaults_when_nothing_stored(store: Store):
     assert config == GuildConfig()
     assert config.task_models == {} and config.threshold is None
     assert config.channel_system_prompts == {} and config.allowed_channels == []
-    assert (config.rate_limit_per_minute, config.max_prompt_chars) == (6, 4000)
+    assert (config.rate_limit_per_minute, config.rate_limit_burst, config.max_prompt_chars) == (20, 8, 4000)
+    assert config.exempt_roles == []
     assert config.channel_allowed(123) and config.system_prompt_for(123) is None
     assert await store.audit(GUILD) == []
 
@@ -173,7 +176,7 @@ async def test_stored_unknown_keys_ignored_and_invalid_values_fall_back(store: S
         data = {"threshold": 0.25, "from_a_newer_version": True, "rate_limit_per_minute": -3}
         await conn.execute(guild_settings.insert().values(guild_id=GUILD, data=data, updated_at=T0))
     config = await store.guild_config(GUILD)
-    assert config.threshold == 0.25 and config.rate_limit_per_minute == 6
+    assert config.threshold == 0.25 and config.rate_limit_per_minute == 20
     # Updating one field keeps the keys this version does not know.
     await store.update_guild_config(GUILD, ADMIN, "threshold.set", threshold=0.5)
     async with store.engine.connect() as conn:
@@ -192,7 +195,7 @@ async def test_custom_models_add_list_remove_with_audit(store: Store):
     models = await store.list_models(GUILD)
     assert [m.name for m in models] == ["aardvark", "llama"]
     assert models[1] == added
-    assert models[1].spec.api_key_env == "EX_KEY" and models[1].created_by == ADMIN
+    assert models[1].spec.model == "llama-3.1-8b" and models[1].created_by == ADMIN
 
     await store.remove_model(GUILD, ADMIN, "llama")
     assert [m.name for m in await store.list_models(GUILD)] == ["aardvark"]
@@ -200,7 +203,8 @@ async def test_custom_models_add_list_remove_with_audit(store: Store):
 
     entries = await store.audit(GUILD)
     assert [e.action for e in entries] == ["model.remove", "model.add", "model.add"]
-    assert entries[-1].details == {"name": "llama", "spec": spec().model_dump(mode="json")}
+    stored_spec = spec().model_dump(mode="json", exclude={"api_key", "api_key_env"})
+    assert entries[-1].details == {"name": "llama", "spec": stored_spec}
 
 
 async def test_duplicate_model_raises_already_exists_and_audits_nothing(store: Store):
@@ -418,3 +422,33 @@ async def test_timestamps_are_aware_utc(store: Store):
     assert conv is not None and conv.created_at.utcoffset() == timedelta(0)
     assert (await store.stats(GUILD, since=T0)).total == 1
     assert (await store.stats(GUILD, since=T0 + timedelta(seconds=1))).total == 0
+
+
+async def test_a_server_model_never_keeps_an_environment_variable_or_a_plain_key(store: Store):
+    # A server's endpoint never reads the operator's environment: the field is dropped on the way in, and
+    # ignored in rows written before that rule.
+    sneaky = spec().model_copy(update={"api_key_env": "DISCORD_TOKEN", "api_key": SecretStr("sk-plain-SENTINEL")})
+    added = await store.add_model(GUILD, ADMIN, "sneaky", sneaky)
+    assert added.spec.api_key_env is None and added.spec.api_key is None
+    async with store.engine.begin() as conn:
+        (row,) = (await conn.execute(guild_models.select())).mappings().all()
+        assert "api_key_env" not in row["spec"] and "SENTINEL" not in json.dumps(row["spec"])
+        legacy = {**row["spec"], "api_key_env": "SWITCHBOARD_LARGE_API_KEY"}
+        await conn.execute(guild_models.update().values(spec=legacy))
+    (listed,) = await store.list_models(GUILD)
+    assert listed.spec.api_key_env is None and listed.sealed_key is None
+    assert "SENTINEL" not in json.dumps([e.details for e in await store.audit(GUILD)])
+
+
+async def test_sealed_model_keys_are_stored_cleared_and_audited_without_the_key(store: Store):
+    await store.add_model(GUILD, ADMIN, "llama", spec())
+    await store.set_model_key(GUILD, ADMIN, "llama", b"sealed-bytes")
+    (model,) = await store.list_models(GUILD)
+    assert model.sealed_key == b"sealed-bytes"
+    await store.set_model_key(GUILD, ADMIN, "llama", None)
+    assert (await store.list_models(GUILD))[0].sealed_key is None
+    with pytest.raises(NotFound):
+        await store.set_model_key(OTHER_GUILD, ADMIN, "llama", b"x")  # another server's model: not found
+    actions = [(e.action, e.details) for e in await store.audit(GUILD)]
+    assert ("model.key", {"name": "llama", "set": False}) in actions
+    assert ("model.key", {"name": "llama", "set": True}) in actions

@@ -4,7 +4,7 @@ See tests/e2e/conftest.py for the fixtures (`fake_discord`, `run_bot`, `discord_
 """
 
 from .openapi import OpenAPIValidator, Violation, load_validator
-from .records import Interaction, InteractionSummary, RecordedFile, RecordedRequest, Step
+from .records import Interaction, InteractionSummary, RateLimitRule, RecordedFile, RecordedRequest, Step
 from .server import FakeDiscord
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "Interaction",
     "InteractionSummary",
     "OpenAPIValidator",
+    "RateLimitRule",
     "RecordedFile",
     "RecordedRequest",
     "Step",

@@ -60,7 +60,10 @@ def intent_for(event: str, data: dict[str, Any]) -> int:
 
 
 class GatewaySession:
-    """A connected client. Frames go through one queue so their order is the order of `send` calls."""
+    """A connected client. Frames go through one queue so their order is the order of `send` calls.
+
+    Dispatches are also kept in `log` (by sequence) so a client that reconnects can RESUME: a session whose
+    connection dropped is `detached` and keeps logging the events it misses, as Discord buffers them."""
 
     def __init__(self, ws: web.WebSocketResponse, *, zlib_stream: bool) -> None:
         self.ws = ws
@@ -69,6 +72,9 @@ class GatewaySession:
         self.intents = 0
         self.seq = 0
         self.client_seq = 0  # highest sequence the client reported (its heartbeats carry it)
+        self.log: list[tuple[int, str]] = []  # (sequence, frame) of every dispatch, for RESUME
+        self.detached = False  # connection gone, session resumable: dispatches are only logged
+        self.resumable = True  # False once invalidated (op 9 false) or closed with 1000/1001
         self._zlib = zlib.compressobj() if zlib_stream else None
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop(), name="fake-discord-gateway-writer")
@@ -80,7 +86,22 @@ class GatewaySession:
             self.seq += 1
             seq = self.seq
         # Serialised now: later changes to the fake's state do not leak into queued events.
-        self._queue.put_nowait(json.dumps({"op": op, "d": data, "s": seq, "t": event}))
+        text = json.dumps({"op": op, "d": data, "s": seq, "t": event})
+        if seq is not None:
+            self.log.append((seq, text))
+        if not self.detached:
+            self._queue.put_nowait(text)
+
+    def resume(self, old: GatewaySession, seq: int) -> int:
+        """Take over `old` (RESUME): its id, intents and sequence; queue the dispatches after `seq` that
+        the client missed. Returns how many were replayed."""
+        self.session_id, self.intents, self.seq, self.log = old.session_id, old.intents, old.seq, old.log
+        self.identified = True
+        self.client_seq = seq
+        missed = [text for s, text in self.log if s > seq]
+        for text in missed:
+            self._queue.put_nowait(text)
+        return len(missed)
 
     async def flush(self) -> None:
         """Wait until every queued frame has been written to the socket."""

@@ -72,6 +72,8 @@ class Interaction:
     original_id: str | None = None  # message behind @original
     followup_ids: list[str] = field(default_factory=list)
     message_id: str | None = None  # component interactions: the message the component is on
+    modal: dict[str, Any] | None = None  # callback type 9: the modal's data (custom_id, title, components)
+    trigger: Interaction | None = field(default=None, repr=False)  # modal submits: the interaction that opened it
 
 
 @dataclass
@@ -102,6 +104,7 @@ class InteractionSummary:
     callback_type: int | None
     original: dict[str, Any] | None  # current @original message (None: none yet, or deleted)
     followups: list[dict[str, Any]]  # current followup messages, oldest first
+    modal: dict[str, Any] | None = None  # the modal shown (callback type 9), as the bot sent it
 
     @property
     def kinds(self) -> list[str]:
@@ -149,3 +152,24 @@ class ApiError(Exception):
         self.body: dict[str, Any] = {"message": message, "code": code}
         if errors:
             self.body["errors"] = errors
+
+
+@dataclass
+class RateLimitRule:
+    """`FakeDiscord.rate_limit`: the next `times` matching requests are answered 429."""
+
+    method: str | None
+    pattern: str
+    times: int
+    retry_after: float
+    bucket: str | None
+    global_: bool
+    scope: str
+    hits: list[RecordedRequest] = field(default_factory=list)  # the requests answered 429
+
+    @property
+    def remaining(self) -> int:
+        return self.times - len(self.hits)
+
+    def body(self) -> dict[str, Any]:
+        return {"message": "You are being rate limited.", "retry_after": self.retry_after, "global": self.global_}

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
+import hashlib
 import json
+import math
 import re
 import secrets
 import socket
@@ -30,14 +32,17 @@ from .gateway import (
     HEARTBEAT_ACK,
     HELLO,
     IDENTIFY,
+    INVALID_SESSION,
     MESSAGE_CONTENT,
+    RECONNECT,
     REQUEST_GUILD_MEMBERS,
     RESUME,
     GatewaySession,
     intent_for,
 )
 from .openapi import OpenAPIValidator, Violation, load_validator
-from .records import ApiError, Interaction, InteractionSummary, RecordedFile, RecordedRequest, Step
+from .permissions import MEMBER_OVERWRITE, ROLE_OVERWRITE, apply_overwrites, base_permissions, set_overwrite
+from .records import ApiError, Interaction, InteractionSummary, RateLimitRule, RecordedFile, RecordedRequest, Step
 
 API_PREFIX = "/api/v10"
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024  # what Discord sends for unboosted guilds
@@ -52,6 +57,7 @@ OPT_USER, OPT_CHANNEL, OPT_ROLE, OPT_MENTIONABLE, OPT_NUMBER, OPT_ATTACHMENT = 6
 T = TypeVar("T")
 Handler = Callable[["Call"], Awaitable[tuple[int, Any]]]
 _MENTION_RE = re.compile(r"<@!?(\d+)>")
+_ROLE_MENTION_RE = re.compile(r"<@&(\d+)>")
 
 
 @dataclass
@@ -117,6 +123,7 @@ class FakeDiscord:
         self.interactions: dict[str, Interaction] = {}  # by token
         self.cdn: dict[str, tuple[bytes, str]] = {}  # attachment path -> (bytes, content type)
         self.thread_members: dict[str, list[str]] = {}  # thread id -> user ids
+        self.closed_dms: set[str] = set()  # users who accept no DMs from the bot (see `close_dms`)
 
         # What happened: REST calls, spec violations, unknown routes, the fake's own crashes, gateway.
         self.requests: list[RecordedRequest] = []
@@ -127,10 +134,20 @@ class FakeDiscord:
         self.received: list[dict[str, Any]] = []  # gateway payloads the bot sent
         self.connections: list[dict[str, Any]] = []  # per gateway connection: {"query": ..., "zlib": bool}
         self.identify_count = 0
+        self.resume_count = 0  # successful RESUMEs (op 6 answered with RESUMED)
+        self.replayed: list[int] = []  # per RESUME: how many missed dispatches were replayed
         self.log_errors: list[str] = []  # filled by the conftest's log watcher, shown on timeouts
         self.abort_reason: str | None = None  # set when the bot died: waits fail at once
+        # Rate limits: every answer carries X-RateLimit-* headers for its route bucket (per major parameter).
+        # Generous by default so scenarios are not slowed; lower them to make discord.py wait pre-emptively.
+        self.bucket_limit = 1000
+        self.bucket_window = 1.0  # seconds
+        self.rate_limits: list[RateLimitRule] = []  # see rate_limit()
+        self._bucket_use: dict[tuple[str, str], tuple[float, int]] = {}  # (bucket, major) -> (window end, used)
+        self._limited: dict[int, RateLimitRule] = {}  # request index -> the rule that answered it 429
 
         self._sessions: list[GatewaySession] = []
+        self._detached: dict[str, GatewaySession] = {}  # resumable sessions whose connection dropped
         self._changed = asyncio.Event()
         self._handling = 0
         self._pending_notify = False
@@ -314,7 +331,9 @@ class FakeDiscord:
             steps.append(Step(kind, rec))
         original = self.messages.get(interaction.original_id) if interaction.original_id else None
         followups = [self.messages[i] for i in interaction.followup_ids if i in self.messages]
-        return InteractionSummary(interaction, steps, interaction.callback_type, original, followups)
+        return InteractionSummary(
+            interaction, steps, interaction.callback_type, original, followups, copy.deepcopy(interaction.modal)
+        )
 
     # ------------------------------------------------------------------ test-facing: waiting
 
@@ -512,6 +531,65 @@ class FakeDiscord:
         it = await self._send_interaction(3, data, custom_id, user, None, msg["channel_id"], None, "en-US", message=msg)
         return it
 
+    async def submit_modal(
+        self,
+        custom_id: str,
+        values: Mapping[str, str],
+        *,
+        user: dict[str, Any] | None = None,
+        guild_id: str | None = None,
+        channel_id: str | None = None,
+    ) -> Interaction:
+        """MODAL_SUBMIT: the user fills in and submits modal `custom_id` (text input custom_id -> value).
+
+        The submit mirrors the layout of the modal the bot showed (action rows or labels) and, like Discord,
+        is tied to the interaction that opened it (its channel, and its message for a component). Without a
+        shown modal, the values go in action rows in `channel_id` (default: the guild's first channel)."""
+        trigger = next(
+            (
+                it
+                for it in reversed(self.interactions.values())
+                if it.modal is not None
+                and it.modal.get("custom_id") == custom_id
+                and (user is None or it.user["id"] == user["id"])
+            ),
+            None,
+        )
+        layout = trigger.modal["components"] if trigger is not None and trigger.modal else []
+        components = self._modal_values(layout, dict(values))
+        message = None
+        if trigger is not None:
+            user = user or trigger.user
+            channel_id = channel_id or trigger.channel_id
+            message = self.messages.get(trigger.message_id or "")
+        elif channel_id is None and guild_id is not None:
+            channel_id = self.guilds[guild_id].channel_ids[0]
+        data: dict[str, Any] = {"custom_id": custom_id, "components": components}
+        # The same member submits: same permissions as when the modal was opened.
+        permissions = (trigger.payload.get("member") or {}).get("permissions") if trigger is not None else None
+        it = await self._send_interaction(
+            5, data, custom_id, user, permissions, channel_id or self.channel_id, None, "en-US", message=message
+        )
+        it.trigger = trigger
+        return it
+
+    @staticmethod
+    def _modal_values(layout: list[dict[str, Any]], values: dict[str, str]) -> list[dict[str, Any]]:
+        """Submitted components: each text input of the shown layout with its value, in layout order."""
+        out: list[dict[str, Any]] = []
+        for item in layout:
+            if item.get("type") == 1:
+                inputs = [c["custom_id"] for c in item.get("components") or [] if c.get("type") == 4]
+                row = [{"type": 4, "custom_id": i, "value": values.pop(i, "")} for i in inputs]
+                if row:
+                    out.append({"type": 1, "components": row})
+            elif item.get("type") == 18 and (inner := item.get("component") or {}).get("type") == 4:
+                text_input = {"type": 4, "custom_id": inner["custom_id"], "value": values.pop(inner["custom_id"], "")}
+                out.append({"type": 18, "component": text_input})
+        # Values for inputs the layout does not name (or no modal shown): one action row each.
+        out += [{"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]} for k, v in values.items()]
+        return out
+
     async def send_message(
         self,
         content: str = "",
@@ -532,10 +610,16 @@ class FakeDiscord:
         atts = [self.make_attachment(*a, channel_id=channel_id) if isinstance(a, tuple) else a for a in attachments]
         msg = P.message(self._ids.next(), channel_id, author, content, attachments=atts)
         msg["mentions"] = self._mentions(content, mentions)
+        msg["mention_roles"] = self._role_mentions(content, channel)
         if reply_to is not None:
             self._set_reference(msg, reply_to if isinstance(reply_to, str) else reply_to["id"])
         msg["nonce"] = str(secrets.randbits(60))
         if channel["type"] in P.THREAD_TYPES and channel["thread_metadata"]["archived"]:
+            # A message unarchives the thread; a locked one only takes messages from thread managers.
+            if channel["thread_metadata"]["locked"] and not (
+                self._permissions(author["id"], channel["guild_id"]) & P.MANAGE_THREADS
+            ):
+                raise ValueError(f"{author['username']} cannot post in locked archived thread {channel_id}")
             self._unarchive(channel)
         self._store_message(msg)  # dispatches MESSAGE_CREATE
         await self.flush()
@@ -548,14 +632,20 @@ class FakeDiscord:
         return self._attachment(channel_id or self.channel_id, filename, data, content_type)
 
     async def create_thread(
-        self, name: str, *, channel_id: str | None = None, owner: dict[str, Any] | None = None, private: bool = False
+        self,
+        name: str,
+        *,
+        channel_id: str | None = None,
+        owner: dict[str, Any] | None = None,
+        private: bool = False,
+        auto_archive_duration: int = 1440,
     ) -> dict[str, Any]:
-        """A thread created by a human (dispatches THREAD_CREATE)."""
+        """A thread created by a human (dispatches THREAD_CREATE); it archives after `auto_archive_duration`
+        minutes of inactivity (see `auto_archive`)."""
         parent = self.channels[channel_id or self.channel_id]
         owner = owner or self.user
-        thread = self._new_thread(
-            self._ids.next(), parent, name, owner["id"], P.PRIVATE_THREAD if private else P.PUBLIC_THREAD, 1440
-        )
+        type_ = P.PRIVATE_THREAD if private else P.PUBLIC_THREAD
+        thread = self._new_thread(self._ids.next(), parent, name, owner["id"], type_, auto_archive_duration)
         await self.flush()
         return thread
 
@@ -564,6 +654,69 @@ class FakeDiscord:
         thread = self.channels[thread_id]
         meta = thread["thread_metadata"]
         meta.update(archived=True, archive_timestamp=P.iso(), locked=locked or meta["locked"])
+        self._dispatch("THREAD_UPDATE", copy.deepcopy(thread))
+        await self.flush()
+        return thread
+
+    def rate_limit(
+        self,
+        method: str | None,
+        path_regex: str,
+        *,
+        times: int = 1,
+        retry_after: float = 0.05,
+        bucket: str | None = None,
+        global_: bool = False,
+        scope: str = "user",
+    ) -> RateLimitRule:
+        """Answer the next `times` requests with that method (None: any) and `re.search(path_regex, path)`
+        with 429 as Discord does: body `{"message", "retry_after", "global", "code"}`, `Retry-After` and
+        `X-RateLimit-*` headers (`bucket` names the bucket; default: the route's). discord.py sleeps
+        `retry_after` and retries (at most 4 times per call). Keep `retry_after` small in tests."""
+        rule = RateLimitRule(method, path_regex, times, retry_after, bucket, global_, "global" if global_ else scope)
+        self.rate_limits.append(rule)
+        return rule
+
+    async def request_reconnect(self, *, wait: bool = True, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Send op 7 RECONNECT (as Discord does before moving a session) and, with `wait`, wait until the
+        client has reconnected and RESUMEd. Events dispatched meanwhile are replayed to it on RESUME."""
+        resumed = self.resume_count
+        for session in self._live_sessions():
+            session.send(RECONNECT, None)
+        await self.flush()
+        if wait:
+            await self._wait(lambda: self.resume_count > resumed, timeout, "RESUME after op 7")
+
+    async def invalidate_session(self, resumable: bool, *, wait: bool = True, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Send op 9 INVALID_SESSION and, with `wait`, wait for the client to come back: RESUME when
+        `resumable`, else a fresh IDENTIFY (new session, READY and GUILD_CREATEs again; events in between
+        are lost)."""
+        resumed, identified = self.resume_count, self.identify_count
+        for session in self._live_sessions():
+            session.resumable = resumable
+            session.send(INVALID_SESSION, resumable)
+        await self.flush()
+        if not wait:
+            return
+        if resumable:
+            await self._wait(lambda: self.resume_count > resumed, timeout, "RESUME after op 9")
+        else:
+            await self._wait(lambda: self.identify_count > identified, timeout, "IDENTIFY after op 9")
+
+    def _live_sessions(self) -> list[GatewaySession]:
+        sessions = [s for s in self._sessions if s.identified]
+        if not sessions:
+            raise RuntimeError("no client is connected to the gateway")
+        return sessions
+
+    async def auto_archive(self, thread_id: str) -> dict[str, Any]:
+        """Archive a thread as Discord does once its `auto_archive_duration` of inactivity has passed
+        (archived, not locked; dispatches THREAD_UPDATE). A later message unarchives it."""
+        thread = self.channels[thread_id]
+        meta = thread["thread_metadata"]
+        if meta["archived"]:
+            raise ValueError(f"thread {thread_id} is already archived")
+        meta.update(archived=True, archive_timestamp=P.iso())
         self._dispatch("THREAD_UPDATE", copy.deepcopy(thread))
         await self.flush()
         return thread
@@ -608,7 +761,7 @@ class FakeDiscord:
             "authorizing_integration_owners": {"0": guild_id} if guild_id else {"1": user["id"]},
             "context": 0 if guild_id else 1,
             "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
-            "app_permissions": str(self._permissions(self.bot_user["id"], guild_id)),
+            "app_permissions": str(self.channel_permissions(self.bot_user["id"], channel_id)),
             "channel_id": channel_id,
             "channel": {**copy.deepcopy(channel), "permissions": None},
         }
@@ -771,7 +924,7 @@ class FakeDiscord:
 
     def _dispatch(self, event: str, data: dict[str, Any]) -> None:
         self.dispatched.append((event, data))
-        for session in self._sessions:
+        for session in [*self._sessions, *self._detached.values()]:  # detached ones log it for RESUME
             if not session.identified:
                 continue
             need = intent_for(event, data)
@@ -810,6 +963,10 @@ class FakeDiscord:
             self.errors.append("gateway handler: " + traceback.format_exc())
         finally:
             self._sessions.remove(session)
+            # Discord keeps a session resumable unless the client closed it with 1000/1001.
+            if session.identified and session.resumable and ws.close_code not in (1000, 1001):
+                session.detached = True
+                self._detached[session.session_id] = session
             await session.close()
             self._notify()
         return ws
@@ -849,8 +1006,18 @@ class FakeDiscord:
                 session.send(DISPATCH, self._guild_create(guild), "GUILD_CREATE")
             self.dispatched.append(("READY", ready))
         elif op == RESUME:
-            session.identified = True
-            session.send(DISPATCH, {"_trace": ["fake-discord"]}, "RESUMED")
+            old = self._detached.pop(str(data.get("session_id")), None)
+            if data.get("token") != self.token:
+                await session.ws.close(code=4004, message=b"Authentication failed.")
+                return
+            if old is None:  # unknown or invalidated session: the client must IDENTIFY afresh
+                session.send(INVALID_SESSION, False)
+                return
+            self.replayed.append(session.resume(old, int(data.get("seq") or 0)))
+            self.resume_count += 1
+            resumed = {"_trace": ["fake-discord"]}
+            session.send(DISPATCH, resumed, "RESUMED")
+            self.dispatched.append(("RESUMED", resumed))
         elif op == REQUEST_GUILD_MEMBERS:
             guild = self.guilds[str(data["guild_id"])]
             chunk: dict[str, Any] = {
@@ -985,6 +1152,7 @@ class FakeDiscord:
             self._handling += 1
             try:
                 self._check_auth(request, path)
+                self._check_rate_limit(record)
                 status, out = await handler(Call(params, request.query, body, files, record))
             except ApiError as exc:
                 status, out = exc.status, exc.body
@@ -998,10 +1166,62 @@ class FakeDiscord:
         record.status, record.response = status, copy.deepcopy(out)
         self._pending_notify = False
         self._notify()
+        headers = self._rate_limit_headers(record) if record.handled else {}
         if out is None:
-            return web.Response(status=status)
+            return web.Response(status=status, headers=headers)
         # Exactly "application/json": discord.py treats "application/json; charset=utf-8" as text.
-        return web.Response(status=status, body=json.dumps(out).encode(), headers={"Content-Type": "application/json"})
+        headers["Content-Type"] = "application/json"
+        return web.Response(status=status, body=json.dumps(out).encode(), headers=headers)
+
+    # ------------------------------------------------------------------ rate limits
+
+    def _check_rate_limit(self, record: RecordedRequest) -> None:
+        """Raise the 429 of the first active `rate_limit` rule the request matches."""
+        for rule in self.rate_limits:
+            if rule.remaining > 0 and record.matches(rule.method, rule.pattern):
+                rule.hits.append(record)
+                self._limited[record.index] = rule
+                exc = ApiError(429, 0, "You are being rate limited.")
+                exc.body.update(rule.body())
+                raise exc
+
+    @staticmethod
+    def _major(path: str) -> str:
+        """The major parameter Discord keys buckets on: channel, guild, or webhook/interaction + token."""
+        found = re.match(r"^/(?:channels|guilds)/(\d+)|^/(?:webhooks|interactions)/(\d+/[^/]+)", path)
+        return (found.group(1) or found.group(2)) if found else ""
+
+    def _rate_limit_headers(self, record: RecordedRequest) -> dict[str, str]:
+        """Discord's rate-limit headers for an answered request (Via marks it as Discord's, not Cloudflare's)."""
+        headers = {"Via": "1.1 google"}
+        rule = self._limited.pop(record.index, None)
+        if rule is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(rule.retry_after)))  # whole seconds, as Discord sends
+            headers["X-RateLimit-Scope"] = rule.scope
+            if rule.global_:  # a global limit is not a route bucket's
+                headers["X-RateLimit-Global"] = "true"
+                return headers
+        template = f"{record.method} {record.route or record.path}"
+        bucket = (rule.bucket if rule else None) or hashlib.blake2b(template.encode(), digest_size=16).hexdigest()
+        now = asyncio.get_running_loop().time()
+        key = (bucket, self._major(record.path))
+        end, used = self._bucket_use.get(key, (0.0, 0))
+        if now >= end:
+            end, used = now + self.bucket_window, 0
+        if rule is None:
+            used += 1
+        self._bucket_use[key] = (end, used)
+        reset_after = rule.retry_after if rule else end - now
+        headers.update(
+            {
+                "X-RateLimit-Limit": str(self.bucket_limit),
+                "X-RateLimit-Remaining": str(0 if rule else max(0, self.bucket_limit - used)),
+                "X-RateLimit-Reset": f"{dt.datetime.now(dt.UTC).timestamp() + reset_after:.3f}",
+                "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+                "X-RateLimit-Bucket": bucket,
+            }
+        )
+        return headers
 
     def _check_auth(self, request: web.Request, path: str) -> None:
         if path.startswith(("/interactions/", "/webhooks/")):
@@ -1114,18 +1334,7 @@ class FakeDiscord:
         recipient = self.users.get(str(c.json["recipient_id"]))
         if recipient is None:
             raise ApiError(404, 10013, "Unknown User")
-        for ch in self.channels.values():
-            if ch["type"] == P.DM and ch["recipients"][0]["id"] == recipient["id"]:
-                return 200, ch
-        channel: dict[str, Any] = {
-            "id": self._ids.next(),
-            "type": P.DM,
-            "flags": 0,
-            "last_message_id": None,
-            "recipients": [recipient],
-        }
-        self.channels[channel["id"]] = channel
-        return 200, channel
+        return 200, self.channels[self.dm_channel(recipient)]
 
     # ------------------------------------------------------------------ REST: application commands
 
@@ -1239,6 +1448,8 @@ class FakeDiscord:
                 response_message_loading=type_ == 5,
                 response_message_ephemeral=bool(flags),
             )
+        elif type_ == 9:
+            it.modal = copy.deepcopy(data)  # shown to the user; `submit_modal` answers it
         elif type_ in (6, 7):
             it.original_id = it.message_id
             if type_ == 7 and it.message_id:
@@ -1275,15 +1486,24 @@ class FakeDiscord:
         )
         msg["webhook_id"] = self.application_id
         msg["application_id"] = self.application_id
-        msg["interaction_metadata"] = {
+        msg["interaction_metadata"] = self._interaction_metadata(it)
+        msg["interaction"] = {"id": it.id, "type": it.type, "name": it.name, "user": it.user}
+        self._store_message(msg, echo=not flags & P.FLAG_EPHEMERAL)
+        return msg
+
+    def _interaction_metadata(self, it: Interaction) -> dict[str, Any]:
+        """A message's `interaction_metadata`: per interaction type, as Discord shapes it."""
+        meta: dict[str, Any] = {
             "id": it.id,
             "type": it.type,
             "user": it.user,
             "authorizing_integration_owners": it.payload["authorizing_integration_owners"],
         }
-        msg["interaction"] = {"id": it.id, "type": it.type, "name": it.name, "user": it.user}
-        self._store_message(msg, echo=not flags & P.FLAG_EPHEMERAL)
-        return msg
+        if it.type == 3 and it.message_id:
+            meta["interacted_message_id"] = it.message_id
+        if it.type == 5 and it.trigger is not None:
+            meta["triggering_interaction_metadata"] = self._interaction_metadata(it.trigger)
+        return meta
 
     def _original(self, c: Call) -> tuple[Interaction, dict[str, Any]]:
         it = self._interaction(c.params["token"], app_id=c.params["app"])
@@ -1343,12 +1563,7 @@ class FakeDiscord:
         )
         msg["webhook_id"] = self.application_id
         msg["application_id"] = self.application_id
-        msg["interaction_metadata"] = {
-            "id": it.id,
-            "type": it.type,
-            "user": it.user,
-            "authorizing_integration_owners": it.payload["authorizing_integration_owners"],
-        }
+        msg["interaction_metadata"] = self._interaction_metadata(it)
         self._store_message(msg, echo=not msg["flags"] & P.FLAG_EPHEMERAL)
         it.followup_ids.append(msg["id"])
         await self.flush()
@@ -1370,7 +1585,9 @@ class FakeDiscord:
         return msg
 
     async def _get_channel(self, c: Call) -> tuple[int, Any]:
-        return 200, self._channel(c.params["channel_id"])
+        channel = self._channel(c.params["channel_id"])
+        self._require(channel["id"], 0)
+        return 200, channel
 
     async def _patch_channel(self, c: Call) -> tuple[int, Any]:
         ch = self._channel(c.params["channel_id"])
@@ -1421,11 +1638,14 @@ class FakeDiscord:
         return 200, newest_first[:limit]
 
     async def _get_message(self, c: Call) -> tuple[int, Any]:
-        return 200, self._message(c.params["channel_id"], c.params["message_id"])
+        msg = self._message(c.params["channel_id"], c.params["message_id"])
+        self._require(msg["channel_id"], P.READ_MESSAGE_HISTORY)
+        return 200, msg
 
     async def _post_message(self, c: Call) -> tuple[int, Any]:
         ch = self._channel(c.params["channel_id"])
         body = c.json or {}
+        self._check_post(ch, body)
         if ch["type"] in P.THREAD_TYPES and ch["thread_metadata"]["archived"]:
             self._unarchive(ch)  # sending in an archived thread unarchives it (the bot can manage threads)
         ref = body.get("message_reference")
@@ -1513,6 +1733,7 @@ class FakeDiscord:
         parent = self._channel(c.params["channel_id"])
         body = c.json or {}
         type_ = body.get("type") or P.PRIVATE_THREAD
+        self._require(parent["id"], P.CREATE_PUBLIC_THREADS if type_ == P.PUBLIC_THREAD else P.CREATE_PRIVATE_THREADS)
         duration = body.get("auto_archive_duration") or parent.get("default_auto_archive_duration", 1440)
         thread = self._new_thread(
             self._ids.next(), parent, body["name"], self.bot_user["id"], type_, duration, body.get("invitable", True)
@@ -1607,6 +1828,121 @@ class FakeDiscord:
         guild = self._guild(c)
         threads = [self.channels[t] for t in guild.thread_ids if not self.channels[t]["thread_metadata"]["archived"]]
         return 200, {"threads": threads, "members": [], "has_more": False}
+
+    # ------------------------------------------------------------------ permissions, DMs, system messages
+
+    def channel_permissions(self, user_id: str, channel_id: str) -> int:
+        """A member's permissions in a channel or thread, overwrites included (a thread uses its parent's);
+        every permission in a DM."""
+        channel = self.channels[channel_id]
+        guild_id = channel.get("guild_id")
+        if not guild_id:
+            return P.ALL_PERMISSIONS
+        guild = self.guilds[guild_id]
+        roles = list(guild.members.get(user_id, {}).get("roles", []))
+        base = base_permissions(guild.roles, guild.id, guild.owner_id, user_id, roles)
+        if channel["type"] in P.THREAD_TYPES:
+            channel = self.channels.get(channel.get("parent_id") or "", channel)
+        return apply_overwrites(base, channel.get("permission_overwrites") or [], guild.id, user_id, roles)
+
+    async def deny(
+        self, channel_id: str, target: str | dict[str, Any], permissions: int, *, tell_bot: bool = True
+    ) -> None:
+        """A channel overwrite denying `permissions` to a role (its id) or a member (user dict or id), as a
+        moderator sets it. Dispatches CHANNEL_UPDATE; `tell_bot=False` leaves the bot's cache stale, so only
+        Discord's REST answers (403 50013 / 50001) tell it."""
+        await self._overwrite(channel_id, target, 0, permissions, tell_bot)
+
+    async def allow(
+        self, channel_id: str, target: str | dict[str, Any], permissions: int, *, tell_bot: bool = True
+    ) -> None:
+        """The opposite of `deny`: an overwrite allowing `permissions`."""
+        await self._overwrite(channel_id, target, permissions, 0, tell_bot)
+
+    async def _overwrite(
+        self, channel_id: str, target: str | dict[str, Any], allow: int, deny: int, tell_bot: bool
+    ) -> None:
+        channel = self.channels[channel_id]
+        target_id = target["id"] if isinstance(target, dict) else target
+        is_role = target_id in self.guilds[channel["guild_id"]].roles
+        kind = ROLE_OVERWRITE if is_role else MEMBER_OVERWRITE
+        set_overwrite(channel, target_id, kind, allow=allow, deny=deny)
+        if tell_bot:
+            self._dispatch("CHANNEL_UPDATE", copy.deepcopy(channel))
+            await self.flush()
+
+    @property
+    def bot_role_id(self) -> str:
+        """The managed role Discord gives the bot in the default guild (`role.tags.bot_id`)."""
+        roles = self.guilds[self.guild_id].roles
+        return next(r for r, data in roles.items() if (data.get("tags") or {}).get("bot_id") == self.bot_user["id"])
+
+    def _require(self, channel_id: str, needed: int) -> None:
+        """Answer as Discord does when the bot lacks a permission: Missing Access without View Channel,
+        else Missing Permissions."""
+        if not self.channels[channel_id].get("guild_id"):
+            return
+        have = self.channel_permissions(self.bot_user["id"], channel_id)
+        if not have & P.VIEW_CHANNEL:
+            raise ApiError(403, 50001, "Missing Access")
+        if have & needed != needed:
+            raise ApiError(403, 50013, "Missing Permissions")
+
+    def _check_post(self, channel: dict[str, Any], body: dict[str, Any]) -> None:
+        if channel["type"] == P.DM:
+            if channel["recipients"][0]["id"] in self.closed_dms:
+                raise ApiError(403, 50007, "Cannot send messages to this user")
+            return
+        thread = channel["type"] in P.THREAD_TYPES
+        self._require(channel["id"], P.SEND_MESSAGES_IN_THREADS if thread else P.SEND_MESSAGES)
+        if body.get("message_reference") and not (
+            self.channel_permissions(self.bot_user["id"], channel["id"]) & P.READ_MESSAGE_HISTORY
+        ):
+            raise ApiError(403, 160002, "Cannot reply without permission to read message history")
+
+    def dm_channel(self, user: dict[str, Any] | None = None) -> str:
+        """The id of the bot's DM channel with `user` (default `user`), created on first use."""
+        recipient = user or self.user
+        for ch in self.channels.values():
+            if ch["type"] == P.DM and ch["recipients"][0]["id"] == recipient["id"]:
+                return str(ch["id"])
+        channel: dict[str, Any] = {
+            "id": self._ids.next(),
+            "type": P.DM,
+            "flags": 0,
+            "last_message_id": None,
+            "recipients": [recipient],
+        }
+        self.channels[channel["id"]] = channel
+        return str(channel["id"])
+
+    def close_dms(self, user: dict[str, Any] | None = None) -> None:
+        """`user` (default `user`) accepts no DMs from the bot: posting there answers 403 50007."""
+        self.closed_dms.add((user or self.user)["id"])
+
+    async def send_system_message(
+        self,
+        type_: int,
+        content: str = "",
+        *,
+        channel_id: str | None = None,
+        author: dict[str, Any] | None = None,
+        reference: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A system message (MESSAGE_CREATE of a non-default type), e.g. 6 pinned (`reference`: the pinned
+        message), 7 member joined, 4 channel/thread renamed (`content`: the new name), 18 thread created."""
+        channel_id = channel_id or self.channel_id
+        msg = P.message(self._ids.next(), channel_id, author or self.user, content, type_=type_)
+        if reference is not None:
+            self._set_reference(msg, reference["id"], reference["channel_id"])
+            msg["type"] = type_  # _set_reference marks replies; this is not one
+        self._store_message(msg)
+        await self.flush()
+        return msg
+
+    def _role_mentions(self, content: str, channel: dict[str, Any]) -> list[str]:
+        roles = self.guilds[channel["guild_id"]].roles if channel.get("guild_id") else {}
+        return [r for r in dict.fromkeys(_ROLE_MENTION_RE.findall(content)) if r in roles]
 
     # ------------------------------------------------------------------ messages (internals)
 
