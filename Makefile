@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+PYTEST := $(PY) -m pytest -q
 
-.PHONY: setup run test lint bench prepare clean
+.PHONY: setup run test test-unit test-e2e test-real lint format bench prepare clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,14 +25,30 @@ setup: prepare
 run: setup
 	$(PY) -m bot
 
-test: setup
-	$(PY) -m ruff check .
-	$(PY) -m mypy bot cogs inference
-	$(PY) -m pytest -q
+# Everything: lint, then unit, end-to-end (fake Discord, local servers) and real-model tests.
+test: setup lint
+	$(PYTEST)
+
+# Fast, no prepared models needed: one module's behaviour at a time (tests/unit mirrors the source tree).
+test-unit: $(STAMP)
+	$(PYTEST) tests/unit
+
+# The bot through the fake Discord, the CLI through subprocesses, HTTP backends against local servers.
+test-e2e: $(STAMP)
+	$(PYTEST) tests/e2e
+
+# The packaged SmolLM2 and MiniLM, prepared into the cache (slower).
+test-real: setup
+	$(PYTEST) tests/integration
 
 lint: $(STAMP)
+	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
-	$(PY) -m mypy bot cogs inference
+	$(PY) -m mypy bot cogs inference tests
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 bench: setup
 	$(PY) bench/routing.py

@@ -4,7 +4,7 @@ Prints a table (median / p90 / p99 / max in ms) for the classifier alone and for
 decision (classifier + policy), plus cold import+load time and resident memory. No assertions: the
 numbers depend on the machine and on what else runs on it.
 
-    python bench/routing.py [--n 1000] [--cache-dir DIR] [--threads 1]
+    python bench/routing.py [--n 1000] [--cache-dir DIR] [--threads 1] [--readme]
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from inference.classifier import TaskClassifier, data_dir  # noqa: E402
+from bench._readme import write_section  # noqa: E402
+from inference.classifier import TaskClassifier  # noqa: E402
+from inference.classifier.recipe import DATA_DIR  # noqa: E402
 from inference.types import Attachment, Request  # noqa: E402
 
 
@@ -45,7 +47,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 def _requests() -> list[Request]:
     out = []
-    for line in (data_dir() / "heldout.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in (DATA_DIR / "heldout.jsonl").read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
             atts = tuple(Attachment(a["filename"], a.get("content_type", "")) for a in row.get("attachments", ()))
@@ -71,6 +73,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: the artifact's, 1)")
+    ap.add_argument("--readme", action="store_true", help="also write the table into README.md")
     args = ap.parse_args()
     if args.threads:
         os.environ["SWITCHBOARD_CLASSIFIER_THREADS"] = str(args.threads)
@@ -97,20 +100,37 @@ def main() -> None:
         rows.append(("route (classify+policy)", _time(router.route, reqs, args.n, args.warmup)))
     tokens = [clf.classify(r).prompt_tokens for r in reqs]
 
-    print(f"routing bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
-          f"{platform.python_version()}, encoder on {clf.provider}, {clf.meta['encoder']['layers']}-layer int8 "
-          f"MiniLM, window {clf.meta['max_tokens']} tokens, {clf.encoder.threads} ORT thread(s)")
-    print(f"requests: {len(reqs)} held-out texts (tokens median {statistics.median(tokens):.0f}, max {max(tokens)}), "
-          f"batch 1, warm ({args.warmup} warm-up calls), {args.n} timed decisions each")
+    print(
+        f"routing bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
+        f"{platform.python_version()}, encoder on {clf.provider}, {clf.meta['encoder']['layers']}-layer int8 "
+        f"MiniLM, window {clf.meta['max_tokens']} tokens, {clf.encoder.threads} ORT thread(s)"
+    )
+    print(
+        f"requests: {len(reqs)} held-out texts (tokens median {statistics.median(tokens):.0f}, max {max(tokens)}), "
+        f"batch 1, warm ({args.warmup} warm-up calls), {args.n} timed decisions each"
+    )
     print()
     print(f"{'':<26}{'median ms':>10}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}{'mean ms':>9}")
     for name, ts in rows:
-        print(f"{name:<26}{statistics.median(ts):>10.2f}{_pct(ts, 90):>9.2f}{_pct(ts, 99):>9.2f}"
-              f"{max(ts):>9.2f}{statistics.fmean(ts):>9.2f}")
+        print(
+            f"{name:<26}{statistics.median(ts):>10.2f}{_pct(ts, 90):>9.2f}{_pct(ts, 99):>9.2f}"
+            f"{max(ts):>9.2f}{statistics.fmean(ts):>9.2f}"
+        )
     print()
     print(f"cold start (imports + load): {cold * 1e3:.0f} ms   (TaskClassifier.load alone: {t_load * 1e3:.0f} ms)")
     print(f"RSS after load: {rss_loaded:.0f} MB   after bench: {_rss_mb():.0f} MB")
     heavy = [m for m in ("torch", "transformers", "sklearn", "optimum") if m in sys.modules]
+    if args.readme:
+        lines = ["| | median | p90 | p99 |", "|---|---:|---:|---:|"]
+        lines += [
+            f"| {name} | {statistics.median(ts):.2f} ms | {_pct(ts, 90):.2f} ms | {_pct(ts, 99):.2f} ms |"
+            for name, ts in rows
+        ]
+        lines.append(
+            f"\nCold start {cold:.1f} s, {rss_loaded:.0f} MB RSS after load; {clf.encoder.threads} ONNX Runtime "
+            f"thread(s); {args.n} warm decisions over the held-out texts, batch 1."
+        )
+        write_section("routing", "\n".join(lines))
     print(f"load average (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"heavy modules imported on the run-time path: {', '.join(heavy) if heavy else 'none'}")
 

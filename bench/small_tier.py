@@ -70,7 +70,7 @@ def _spec(name: str) -> Any:
 
 
 def _plain_dir(spec: Any, cache_dir: Path) -> Path:
-    from inference.export import export_dir
+    from inference.build.export import export_dir
 
     return export_dir(spec, cache_dir).with_name(export_dir(spec, cache_dir).name + "-plain")
 
@@ -167,8 +167,8 @@ class Worker:
 
 
 def _prepare(names: list[str], cache_dir: Path) -> None:
-    from inference.export import prepare_onnx
-    from inference.sources import hf_dir
+    from inference.build.export import prepare_onnx
+    from inference.build.sources import hf_dir
 
     hf_dir("packaged:smollm2", cache_dir)  # the PyTorch variant's weights (dequantized once)
     for name in names:
@@ -193,10 +193,11 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64, help="max new tokens")
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--answer-width", type=int, default=160)
+    ap.add_argument("--readme", action="store_true", help="also write the table into README.md")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
-    from inference.sources import default_cache_dir
+    from inference.build.sources import default_cache_dir
 
     cache_dir = args.cache_dir or default_cache_dir()
     if args.worker:
@@ -257,6 +258,19 @@ def _report(
             f"| {dec:.1f} | {dec / base_dec:.2f}x | {med(n, 'ttft') * 1000:.0f} | {peak[n]:.0f} "
             f"| {info[n]['load_s']:.1f} | {same}/{len(PROMPTS)} | {prefix:.1f} |"
         )
+    if args.readme:
+        from bench._readme import write_section
+
+        rows = ["| variant | decode tok/s | vs PyTorch | time to first token | peak RSS | same answer as PyTorch |"]
+        rows.append("|---|---:|---:|---:|---:|---:|")
+        for n in names:
+            dec = med(n, "decode")
+            same, _prefix = _agreement(runs[BASELINE], runs[n])
+            rows.append(
+                f"| {n} | {dec:.1f} | {dec / base_dec:.2f}x | {med(n, 'ttft') * 1000:.0f} ms | {peak[n]:.0f} MB "
+                f"| {same}/{len(PROMPTS)} |"
+            )
+        write_section("small_tier", "\n".join(rows))
     print("\n## Answers (greedy, first timed round)\n")
     for p, prompt in enumerate(PROMPTS):
         print(f"**{prompt}**\n")

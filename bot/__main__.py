@@ -99,7 +99,7 @@ def _dispatch(args: argparse.Namespace, settings: object) -> int:
             )
         )
     if args.models_command == "prepare":
-        from inference.prepare import prepare_all
+        from inference.build.prepare import prepare_all
 
         prepare_all(catalogue, settings.cache_dir)
         print(f"models ready in {settings.cache_dir}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """What the cogs call: validate a request, route it with the server's settings, run it, record it.
 
-Discord-agnostic on purpose (plain ids and strings in, an :class:`inference.service.Answer` out),
+Discord-agnostic on purpose (plain ids and strings in, an :class:`inference.serving.service.Answer` out),
 so every rule here is tested without a gateway.
 """
 
@@ -17,8 +17,8 @@ from pydantic import SecretStr
 from bot.keybox import KeyBox
 from bot.settings import Settings
 from bot.storage import CustomModel, GuildConfig, Store
-from inference.catalogue import Catalogue, ModelSpec, OpenAIModel, RoutingOverrides
-from inference.service import Answer, Switchboard
+from inference.catalogue import Catalogue, ModelSpec, OpenAIModel, RoutingOverrides, RoutingPolicy
+from inference.serving.service import Answer, Switchboard
 from inference.types import Attachment, ChatMessage, GenerationParams, Request, RouteDecision, TaskId, Tier
 
 log = logging.getLogger(__name__)
@@ -89,11 +89,16 @@ class AnswerService:
         config = await self.store.guild_config(guild_id)
         extra: dict[str, ModelSpec] = {row.name: self._unsealed(row) for row in await self.store.list_models(guild_id)}
         catalogue = self.board.catalogue.with_models(extra)
-        overrides = RoutingOverrides(
-            task_models={t: m for t, m in config.task_models.items() if m in catalogue.models},  # type: ignore[misc]
-            threshold=config.threshold,
-        )
-        return Scope(config, catalogue, overrides)
+        return Scope(config, catalogue, config.routing_overrides(catalogue))
+
+    def policy(self, scope: Scope | None = None) -> RoutingPolicy:
+        """The routing policy, with ``scope``'s overrides applied when given."""
+        policy = self.board.router.policy
+        return policy if scope is None else scope.overrides.apply(policy)
+
+    def tier_model(self, policy: RoutingPolicy, tier: Tier) -> str:
+        """The model that serves ``tier`` under ``policy`` (a stand-in where the start-up probe chose one)."""
+        return self.board.resolve(policy.models[tier])
 
     def validate(self, prompt: str, attachments: Sequence[Attachment], config: GuildConfig) -> Request:
         text = prompt.strip()
@@ -127,7 +132,7 @@ class AnswerService:
         decision = self.board.route(request, task=task, overrides=scope.overrides, catalogue=scope.catalogue)
         if keep_tier is Tier.LARGE and decision.tier is Tier.SMALL:
             # A conversation keeps its tier unless a new message clearly needs the large one.
-            model = self.board.resolve(scope.overrides.apply(self.board.router.policy).models[Tier.LARGE])
+            model = self.tier_model(self.policy(scope), Tier.LARGE)
             decision = replace(
                 decision,
                 tier=Tier.LARGE,

@@ -16,11 +16,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.answering import AnswerService
+from bot.conversations import ConversationService
+from bot.delivery import Delivery
+from bot.endpoints import EndpointService
 from bot.keybox import KeyBox
 from bot.ratelimit import RateLimiter
 from bot.settings import Settings
 from bot.storage import Store
-from inference.service import Switchboard
+from inference.serving.service import Switchboard
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +122,14 @@ class SwitchboardBot(commands.Bot):
         self.keybox = keybox or KeyBox.from_secret_or_file(
             settings.secret_key.get_secret_value() if settings.secret_key else None, settings.data_dir / "secret.key"
         )
-        self.answers = AnswerService(board, store, settings, self.keybox)
         self.shutdown_grace_s = shutdown_grace_s
         #: Monotonic clock for streaming edits and the footer's time (tests pass a manual one).
         self.clock = clock
+        # The services the cogs receive (each cog's setup names the ones it uses).
+        self.answers = AnswerService(board, store, settings, self.keybox)
+        self.delivery = Delivery(self.answers, self.limiter, settings, clock)
+        self.conversations = ConversationService(store, board)
+        self.endpoints = EndpointService(board, store, self.keybox)
         self._jobs: set[asyncio.Task[object]] = set()
         self.closing = False
         self._close_task: asyncio.Task[None] | None = None
@@ -179,13 +186,15 @@ async def start(settings: Settings) -> None:
     from bot.storage import Store
     from inference.catalogue import load_catalogue, load_routing
     from inference.classifier import TaskClassifier
-    from inference.netguard import Guard
     from inference.router import Router
+    from inference.serving.netguard import Guard
 
     env = settings.operator_env()
     catalogue = load_catalogue(settings.catalogue_path, env)
     policy = load_routing(settings.routing_path, catalogue, env)
-    classifier = await asyncio.to_thread(TaskClassifier.load, settings.cache_dir)
+    classifier = await asyncio.to_thread(
+        TaskClassifier.load, settings.cache_dir, long_context_tokens=policy.escalation.long_context_tokens
+    )
     guard = Guard(
         allow_private=settings.allow_private_endpoints,
         allowed_hosts=frozenset(settings.allowed_endpoint_hosts),

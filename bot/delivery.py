@@ -16,9 +16,12 @@ from dataclasses import dataclass
 
 import discord
 
-from bot.answering import Prepared, UserError
+from bot.answering import AnswerService, Prepared, UserError
+from bot.ratelimit import RateLimiter
 from bot.replies import StreamingReply, Upload, footer
-from inference.errors import BackendOverloaded, BackendTimeout, BadRequest, InferenceError, QueueFull
+from bot.settings import Settings
+from bot.storage import GuildConfig
+from inference.errors import InferenceError
 from inference.types import Attachment, ChatMessage, TaskId, Tier
 
 log = logging.getLogger(__name__)
@@ -54,18 +57,6 @@ class Ask:
 DMS_OFF = "I don't answer direct messages here; ask me in a server instead."
 
 
-def friendly(exc: InferenceError) -> str:
-    if isinstance(exc, QueueFull):
-        return "The model is busy right now; try again in a minute."
-    if isinstance(exc, BackendOverloaded):
-        return "The model is overloaded right now; try again in a minute."
-    if isinstance(exc, BackendTimeout):
-        return "The model took too long to answer."
-    if isinstance(exc, BadRequest):
-        return "The model refused this request."
-    return "The model is unavailable right now."
-
-
 @dataclass
 class Outcome:
     prepared: Prepared
@@ -73,89 +64,107 @@ class Outcome:
     ok: bool
 
 
-async def deliver(bot: object, target: Target, ask: Ask, *, clock: Callable[[], float] | None = None) -> Outcome | None:
-    """Run ``ask`` and stream it into ``target``. Never raises for model or input errors.
+def wrong_channel_note(config: GuildConfig) -> str:
+    """What a request in a channel the server did not allow gets (see :meth:`GuildConfig.channel_allowed`)."""
+    where = ", ".join(f"<#{c}>" for c in config.allowed_channels)
+    return f"I only answer in {where} on this server."
 
-    Returns None when the request was refused before any model ran.
-    """
-    from bot.app import SwitchboardBot
 
-    assert isinstance(bot, SwitchboardBot)
-    service = bot.answers
-    clock = clock or bot.clock
-    try:
-        if ask.guild_id is None and not bot.settings.allow_dms:
-            await target.refuse(DMS_OFF)
-            return None
-        scope = await service.scope(ask.guild_id)
-        allowed = scope.config.allowed_channels
-        if allowed and ask.channel_id not in allowed:
-            where = ", ".join(f"<#{c}>" for c in allowed)
-            await target.refuse(f"I only answer in {where} on this server.")
-            return None
-        # Bad input is refused before it costs the user a request from their quota.
-        request = service.validate(ask.prompt, ask.attachments, scope.config)
-        # Direct messages too (key (None, user), default limits): they would otherwise be unlimited.
-        # Roles an admin exempted (moderators, a support team) are never limited and use no bucket.
-        config = scope.config
-        exempt = not set(ask.role_ids).isdisjoint(config.exempt_roles)
-        key, rate, burst = (ask.guild_id, ask.user_id), config.rate_limit_per_minute, config.rate_limit_burst
-        verdict = None if exempt else bot.limiter.check(key, rate, burst)
-        if verdict is not None and not verdict.allowed:
-            wait = max(1, math.ceil(verdict.retry_after))
-            await target.refuse(f"You're sending requests too fast; try again in {wait} s.")
-            return None
-        decision = service.route(request, scope, task=ask.task, keep_tier=ask.keep_tier)
-        prepared = await service.start(
-            decision,
-            scope,
-            system_prompt=service.system_prompt(scope, ask.channel_id),
-            history=ask.history,
-            prompt=request.text or "(see attachment)",
-        )
-    except UserError as exc:
-        await target.refuse(str(exc))
-        return None
+class Delivery:
+    """Answers an :class:`Ask` into a :class:`Target`: the one path for /ask, mentions and conversations."""
 
-    answer = prepared.answer
-    reply = StreamingReply(
-        target.edit, target.send, clock=clock, max_messages=bot.settings.max_reply_messages, upload=target.upload
-    )
-    started = time.perf_counter()
-    shown_from = clock()
-    ok = False
-    parts: list[str] = []
-    try:
-        async for piece in answer:
-            parts.append(piece)
-            await reply.push(piece)
-        ok = True
-    except InferenceError as exc:
-        log.warning("request %s failed: %s: %s", answer.request_id, type(exc).__name__, exc)
-        await _settle(reply.fail(f"⚠️ {friendly(exc)} (request `{answer.request_id}`)"), answer.request_id)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(reply.fail("⚠️ Cut off: the bot is shutting down."))
-        raise
-    except (discord.Forbidden, discord.NotFound) as exc:
-        # The message or channel is gone or closed to us: writing again would fail the same way.
-        log.warning("request %s: reply not deliverable: %s", answer.request_id, exc)
-    except Exception:
-        log.exception("request %s failed unexpectedly", answer.request_id)
-        with contextlib.suppress(Exception):
-            await reply.fail(f"⚠️ Something went wrong on my side (request `{answer.request_id}`).")
-    finally:
+    def __init__(
+        self, answers: AnswerService, limiter: RateLimiter, settings: Settings, clock: Callable[[], float]
+    ) -> None:
+        self.answers = answers
+        self.limiter = limiter
+        self.settings = settings
+        #: Monotonic clock for streaming edits and the footer's time.
+        self.clock = clock
+
+    async def deliver(self, target: Target, ask: Ask, *, clock: Callable[[], float] | None = None) -> Outcome | None:
+        """Run ``ask`` and stream it into ``target``. Never raises for model or input errors.
+
+        Returns None when the request was refused before any model ran.
+        """
+        service = self.answers
+        clock = clock or self.clock
         try:
-            await service.record(ask.guild_id, ask.user_id, prepared, started, ok)
+            if ask.guild_id is None and not self.settings.allow_dms:
+                await target.refuse(DMS_OFF)
+                return None
+            scope = await service.scope(ask.guild_id)
+            config = scope.config
+            if not config.channel_allowed(ask.channel_id):
+                await target.refuse(wrong_channel_note(config))
+                return None
+            # Bad input is refused before it costs the user a request from their quota.
+            request = service.validate(ask.prompt, ask.attachments, config)
+            # Direct messages too (key (None, user), default limits): they would otherwise be unlimited.
+            # Roles an admin exempted (moderators, a support team) are never limited and use no bucket.
+            key, rate, burst = (ask.guild_id, ask.user_id), config.rate_limit_per_minute, config.rate_limit_burst
+            verdict = None if config.rate_limit_exempt(ask.role_ids) else self.limiter.check(key, rate, burst)
+            if verdict is not None and not verdict.allowed:
+                wait = max(1, math.ceil(verdict.retry_after))
+                await target.refuse(f"You're sending requests too fast; try again in {wait} s.")
+                return None
+            decision = service.route(request, scope, task=ask.task, keep_tier=ask.keep_tier)
+            prepared = await service.start(
+                decision,
+                scope,
+                system_prompt=service.system_prompt(scope, ask.channel_id),
+                history=ask.history,
+                prompt=request.text or "(see attachment)",
+            )
+        except UserError as exc:
+            await target.refuse(str(exc))
+            return None
+        return await self._stream(target, ask, prepared, clock)
+
+    async def _stream(self, target: Target, ask: Ask, prepared: Prepared, clock: Callable[[], float]) -> Outcome:
+        service = self.answers
+        decision = prepared.decision
+        answer = prepared.answer
+        reply = StreamingReply(
+            target.edit, target.send, clock=clock, max_messages=self.settings.max_reply_messages, upload=target.upload
+        )
+        started = time.perf_counter()
+        shown_from = clock()
+        ok = False
+        parts: list[str] = []
+        try:
+            async for piece in answer:
+                parts.append(piece)
+                await reply.push(piece)
+            ok = True
+        except InferenceError as exc:
+            log.warning("request %s failed: %s: %s", answer.request_id, type(exc).__name__, exc)
+            await _settle(reply.fail(f"⚠️ {exc.user_text} (request `{answer.request_id}`)"), answer.request_id)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(reply.fail("⚠️ Cut off: the bot is shutting down."))
+            raise
+        except (discord.Forbidden, discord.NotFound) as exc:
+            # The message or channel is gone or closed to us: writing again would fail the same way.
+            log.warning("request %s: reply not deliverable: %s", answer.request_id, exc)
         except Exception:
-            log.exception("recording request %s failed", answer.request_id)
-    if ok:
-        notes = list(answer.notes)
-        if prepared.trimmed:
-            notes.append(f"trimmed {prepared.trimmed} old message{'s' * (prepared.trimmed > 1)} to fit the context")
-        final = footer(decision.task, answer.tier.value, answer.model, clock() - shown_from, "; ".join(notes) or None)
-        await _settle(reply.finish(final), answer.request_id)
-    return Outcome(prepared, "".join(parts), ok)
+            log.exception("request %s failed unexpectedly", answer.request_id)
+            with contextlib.suppress(Exception):
+                await reply.fail(f"⚠️ Something went wrong on my side (request `{answer.request_id}`).")
+        finally:
+            try:
+                await service.record(ask.guild_id, ask.user_id, prepared, started, ok)
+            except Exception:
+                log.exception("recording request %s failed", answer.request_id)
+        if ok:
+            notes = list(answer.notes)
+            if prepared.trimmed:
+                notes.append(f"trimmed {prepared.trimmed} old message{'s' * (prepared.trimmed > 1)} to fit the context")
+            final = footer(
+                decision.task, answer.tier.value, answer.model, clock() - shown_from, "; ".join(notes) or None
+            )
+            await _settle(reply.finish(final), answer.request_id)
+        return Outcome(prepared, "".join(parts), ok)
 
 
 async def _settle(closing: Awaitable[None], request_id: str) -> None:

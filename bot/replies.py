@@ -430,6 +430,7 @@ class StreamingReply:
         self._writing = asyncio.create_task(self._locked_flush(), name="streaming-reply-write")
         await self._settled(self._writing)
         self._raise_failed_write()
+
     async def finish(self, footer: str) -> None:
         """Write the final text of every message, with ``footer`` as a last line of the last one."""
         await self._close(footer, self._empty)

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from inference.sources import default_cache_dir
+from inference.artifacts import default_cache_dir
 
 
 class Settings(BaseSettings):

@@ -12,6 +12,7 @@ from typing import cast
 import discord
 from discord import app_commands
 
+from bot.answering import AnswerService
 from bot.app import SwitchboardBot
 from cogs.admin.base import can_manage_server
 from inference.catalogue import Catalogue
@@ -42,9 +43,13 @@ def model_choices(
     return choices
 
 
+def _answers(interaction: discord.Interaction) -> AnswerService:
+    """Autocomplete callbacks run outside any cog: the bot is the one way to the service."""
+    return cast(SwitchboardBot, interaction.client).answers
+
+
 async def _catalogue(interaction: discord.Interaction) -> Catalogue:
-    bot = cast(SwitchboardBot, interaction.client)
-    return (await bot.answers.scope(interaction.guild_id)).catalogue
+    return (await _answers(interaction).scope(interaction.guild_id)).catalogue
 
 
 async def any_model(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -67,10 +72,9 @@ async def route_model(interaction: discord.Interaction, current: str) -> list[ap
     always runs on the large tier (the command would refuse them)."""
     if not can_manage_server(interaction):
         return []
-    bot = cast(SwitchboardBot, interaction.client)
     catalogue = await _catalogue(interaction)
     task = getattr(interaction.namespace, "task", None)
     names = None
-    if task in TASKS and bot.board.router.policy.tiers[task] is Tier.LARGE:
+    if task in TASKS and _answers(interaction).policy().tiers[task] is Tier.LARGE:
         names = {name for name, spec in catalogue.models.items() if spec.tier is Tier.LARGE}
     return model_choices(catalogue, current, names=names)

@@ -10,8 +10,12 @@ from discord.ext import commands
 
 from bot.answering import PLACEHOLDER
 from bot.app import SwitchboardBot
-from bot.delivery import DMS_OFF, Ask, deliver
+from bot.conversations import ConversationService
+from bot.delivery import DMS_OFF, Ask, Delivery
 from bot.replies import SAFE_MENTIONS
+from bot.settings import Settings
+from bot.storage import Store
+from cogs._common import TASK_CHOICES, to_attachment
 from cogs._history import is_conversational, is_reply_to_me, mentions_me, parent_of, reply_chain, without_mentions_of
 from cogs._targets import (
     forbidden_note,
@@ -23,20 +27,25 @@ from cogs._targets import (
     role_ids,
     tell_privately,
 )
-from inference.types import TASK_LABELS, TASKS, Attachment
 
 log = logging.getLogger(__name__)
 
-TASK_CHOICES = [app_commands.Choice(name=TASK_LABELS[t], value=t) for t in TASKS]
-
-
-def to_attachment(a: discord.Attachment) -> Attachment:
-    return Attachment(filename=a.filename, content_type=a.content_type or "", size=a.size)
-
 
 class AskCog(commands.Cog):
-    def __init__(self, bot: SwitchboardBot) -> None:
+    def __init__(
+        self,
+        bot: SwitchboardBot,
+        *,
+        delivery: Delivery,
+        conversations: ConversationService,
+        store: Store,
+        settings: Settings,
+    ) -> None:
         self.bot = bot
+        self.delivery = delivery
+        self.conversations = conversations
+        self.store = store
+        self.settings = settings
 
     @app_commands.command(name="ask")
     @app_commands.describe(
@@ -58,8 +67,7 @@ class AskCog(commands.Cog):
         # Acknowledge before any work: Discord drops interactions not answered within 3 seconds.
         await interaction.response.defer(ephemeral=private, thinking=True)
         async with self.bot.job():
-            await deliver(
-                self.bot,
+            await self.delivery.deliver(
                 interaction_target(interaction, ephemeral=private),
                 Ask(
                     guild_id=interaction.guild_id,
@@ -83,16 +91,15 @@ class AskCog(commands.Cog):
         if not (dm or mentions_me(message, me) or is_reply_to_me(parent, me)):
             return
         if isinstance(message.channel, discord.Thread):
-            conversation = await self.bot.store.get_conversation(message.channel.id)
-            if conversation is not None and not conversation.closed:
+            if await self.conversations.open(message.channel.id) is not None:
                 return  # an open conversation: the chat cog answers every message there
-        if dm and not self.bot.settings.allow_dms:
+        if dm and not self.settings.allow_dms:
             await message.channel.send(DMS_OFF, allowed_mentions=SAFE_MENTIONS)
             return
         channel_id = home_channel_id(message.channel)
         if message.guild is not None:
-            config = await self.bot.store.guild_config(message.guild.id)
-            if config.allowed_channels and channel_id not in config.allowed_channels:
+            config = await self.store.guild_config(message.guild.id)
+            if not config.channel_allowed(channel_id):
                 return  # not a channel this server wants answers in: stay silent
             in_thread = isinstance(message.channel, discord.Thread)
             missing = missing_permissions(
@@ -111,8 +118,7 @@ class AskCog(commands.Cog):
             await tell_privately(message.author, forbidden_note(exc, message.channel.id, guess))
             return
         async with self.bot.job():
-            await deliver(
-                self.bot,
+            await self.delivery.deliver(
                 message_target(placeholder, message.channel),
                 Ask(
                     guild_id=message.guild.id if message.guild is not None else None,
@@ -127,4 +133,6 @@ class AskCog(commands.Cog):
 
 
 async def setup(bot: SwitchboardBot) -> None:
-    await bot.add_cog(AskCog(bot))
+    await bot.add_cog(
+        AskCog(bot, delivery=bot.delivery, conversations=bot.conversations, store=bot.store, settings=bot.settings)
+    )

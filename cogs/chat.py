@@ -7,20 +7,20 @@ It ends with ``/chat end`` (by its starter or a moderator) or when a moderator l
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Final
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.answering import PLACEHOLDER, UserError
+from bot.answering import PLACEHOLDER, AnswerService, UserError
 from bot.app import SwitchboardBot
-from bot.delivery import Ask, deliver
+from bot.conversations import ConversationService
+from bot.delivery import Ask, Delivery, wrong_channel_note
 from bot.replies import SAFE_MENTIONS, split_message
+from bot.storage import Store
+from cogs._common import to_attachment
 from cogs._history import is_conversational
 from cogs._targets import (
     forbidden_note,
@@ -31,8 +31,6 @@ from cogs._targets import (
     role_ids,
     tell_privately,
 )
-from cogs.ask import to_attachment
-from inference.types import Tier
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +41,20 @@ AUTO_ARCHIVE_MINUTES: Final = 1440
 class ChatCog(commands.GroupCog, group_name="chat"):
     """Conversations in threads."""
 
-    def __init__(self, bot: SwitchboardBot) -> None:
+    def __init__(
+        self,
+        bot: SwitchboardBot,
+        *,
+        conversations: ConversationService,
+        delivery: Delivery,
+        answers: AnswerService,
+        store: Store,
+    ) -> None:
         self.bot = bot
-        #: thread id -> (lock, tasks using it): turns in one thread run one after another.
-        self._turns: dict[int, tuple[asyncio.Lock, int]] = {}
+        self.conversations = conversations
+        self.delivery = delivery
+        self.answers = answers
+        self.store = store
         super().__init__()
 
     @app_commands.command(name="start")
@@ -64,14 +72,13 @@ class ChatCog(commands.GroupCog, group_name="chat"):
         if interaction.guild is None or not isinstance(channel, discord.TextChannel):
             await interaction.edit_original_response(content="Conversations need a server text channel.")
             return
-        config = await self.bot.store.guild_config(interaction.guild.id)
-        if config.allowed_channels and channel.id not in config.allowed_channels:
-            where = ", ".join(f"<#{c}>" for c in config.allowed_channels)
-            await interaction.edit_original_response(content=f"I only answer in {where} on this server.")
+        config = await self.store.guild_config(interaction.guild.id)
+        if not config.channel_allowed(channel.id):
+            await interaction.edit_original_response(content=wrong_channel_note(config))
             return
         if prompt:
             try:  # before the thread exists: a prompt that can't be answered opens nothing
-                self.bot.answers.validate(prompt, [], config)
+                self.answers.validate(prompt, [], config)
             except UserError as exc:
                 await interaction.edit_original_response(content=str(exc), allowed_mentions=SAFE_MENTIONS)
                 return
@@ -87,14 +94,8 @@ class ChatCog(commands.GroupCog, group_name="chat"):
             await thread.add_user(interaction.user)
         except discord.HTTPException as exc:
             log.info("could not add user %s to thread %s: %s", interaction.user.id, thread.id, exc.status)
-        await self.bot.store.create_conversation(
-            thread_id=thread.id,
-            guild_id=interaction.guild.id,
-            channel_id=channel.id,
-            user_id=interaction.user.id,
-            tier=Tier.SMALL,
-            model="",
-            system_prompt=None,
+        await self.conversations.start(
+            thread_id=thread.id, guild_id=interaction.guild.id, channel_id=channel.id, user_id=interaction.user.id
         )
         await interaction.edit_original_response(
             content=f"Started a conversation in {thread.mention}. Write there; `/chat end` closes it."
@@ -111,8 +112,8 @@ class ChatCog(commands.GroupCog, group_name="chat"):
         """Close the conversation in this thread."""
         await interaction.response.defer(ephemeral=True)
         channel = interaction.channel
-        conversation = await self.bot.store.get_conversation(channel.id) if channel else None
-        if conversation is None or conversation.closed:
+        conversation = await self.conversations.open(channel.id) if channel else None
+        if conversation is None:
             await interaction.edit_original_response(content="This isn't an open conversation thread.")
             return
         perms = interaction.permissions
@@ -121,7 +122,7 @@ class ChatCog(commands.GroupCog, group_name="chat"):
                 content="Only the person who started this conversation, or a moderator, can end it."
             )
             return
-        await self.bot.store.close_conversation(channel.id)  # type: ignore[union-attr]
+        await self.conversations.close(channel.id)  # type: ignore[union-attr]
         await interaction.edit_original_response(content="Conversation closed.")
         if isinstance(channel, discord.Thread):
             try:
@@ -135,8 +136,7 @@ class ChatCog(commands.GroupCog, group_name="chat"):
         # messages (pins, joins, renames of the thread).
         if not is_conversational(message) or not isinstance(message.channel, discord.Thread):
             return
-        conversation = await self.bot.store.get_conversation(message.channel.id)
-        if conversation is None or conversation.closed:
+        if await self.conversations.open(message.channel.id) is None:
             return
         guild = message.channel.guild
         missing = missing_permissions(message.channel.permissions_for(guild.me), in_thread=True, reply=True)
@@ -151,24 +151,8 @@ class ChatCog(commands.GroupCog, group_name="chat"):
         # A moderator's lock ends it, as /chat end does. Raw: an archived thread is no longer cached.
         if not payload.data.get("thread_metadata", {}).get("locked"):
             return
-        conversation = await self.bot.store.get_conversation(payload.thread_id)
-        if conversation is not None and not conversation.closed:
-            await self.bot.store.close_conversation(payload.thread_id)
-
-    @contextlib.asynccontextmanager
-    async def _turn(self, thread_id: int) -> AsyncIterator[None]:
-        """One turn at a time per thread, so each answer sees the previous exchange."""
-        lock, users = self._turns.get(thread_id, (asyncio.Lock(), 0))
-        self._turns[thread_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._turns[thread_id]
-            if users == 1:
-                del self._turns[thread_id]
-            else:
-                self._turns[thread_id] = (lock, users - 1)
+        if await self.conversations.open(payload.thread_id) is not None:
+            await self.conversations.close(payload.thread_id)
 
     async def _answer(
         self,
@@ -188,14 +172,13 @@ class ChatCog(commands.GroupCog, group_name="chat"):
             return
         target = message_target(placeholder, thread)
         # The whole turn, storing it included, is an in-flight job: shutdown waits for it.
-        async with self.bot.job(), self._turn(thread.id):
-            conversation = await self.bot.store.get_conversation(thread.id)
-            if conversation is None or conversation.closed:
+        async with self.bot.job(), self.conversations.turn(thread.id):
+            conversation = await self.conversations.open(thread.id)
+            if conversation is None:
                 await placeholder.edit(content="This conversation is closed.", allowed_mentions=SAFE_MENTIONS)
                 return
-            history = [m.as_chat() for m in await self.bot.store.history(thread.id)]
-            outcome = await deliver(
-                self.bot,
+            history = await self.conversations.history(thread.id)
+            outcome = await self.delivery.deliver(
                 target,
                 Ask(
                     guild_id=conversation.guild_id,
@@ -210,15 +193,10 @@ class ChatCog(commands.GroupCog, group_name="chat"):
             )
             if outcome is None or not outcome.ok:
                 return  # nothing answered: the turn is not kept, so a retry starts clean
-            answer = outcome.prepared.answer
-            count = (
-                await self.bot.board.backend(answer.model, outcome.prepared.scope.catalogue, start=False)
-            ).count_tokens
-            await self.bot.store.add_message(thread.id, "user", prompt, count(prompt))
-            await self.bot.store.add_message(thread.id, "assistant", outcome.text, count(outcome.text))
-            if answer.tier is not conversation.tier or answer.model != conversation.model:
-                await self.bot.store.set_conversation_tier(thread.id, answer.tier, answer.model)
+            await self.conversations.record_turn(conversation, prompt, outcome.prepared, outcome.text)
 
 
 async def setup(bot: SwitchboardBot) -> None:
-    await bot.add_cog(ChatCog(bot))
+    await bot.add_cog(
+        ChatCog(bot, conversations=bot.conversations, delivery=bot.delivery, answers=bot.answers, store=bot.store)
+    )

@@ -7,7 +7,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.answering import Scope
+from bot.answering import AnswerService, Scope
 from bot.app import SwitchboardBot
 from cogs._paging import send_paged
 from cogs.admin.base import can_manage_server
@@ -46,13 +46,13 @@ def command_lines(tree: app_commands.CommandTree, *, admin: bool, in_guild: bool
     return lines
 
 
-def routing_table(bot: SwitchboardBot, scope: Scope) -> str:
+def routing_table(answers: AnswerService, scope: Scope) -> str:
     """Task (in plain words) → tier → model, with the server's choices applied, as a code block."""
-    policy = scope.overrides.apply(bot.board.router.policy)
+    policy = answers.policy(scope)
     rows = [("task", "tier", "model")]
     for task in TASKS:
         tier = policy.tiers[task]
-        model = bot.board.resolve(policy.models[tier])
+        model = answers.tier_model(policy, tier)
         own = policy.task_models.get(task)
         # As the router does: a task's own model serves it only on that model's tier.
         if own is not None and own in scope.catalogue.models and scope.catalogue.get(own).tier is tier:
@@ -62,7 +62,7 @@ def routing_table(bot: SwitchboardBot, scope: Scope) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     body = "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}".rstrip() for r in rows)
     esc = policy.escalation
-    large = bot.board.resolve(policy.models[Tier.LARGE]).replace("`", "'")
+    large = answers.tier_model(policy, Tier.LARGE).replace("`", "'")
     return (
         f"```\n{body}\n```\nSmall-tier requests move to the large tier ({large}) when their "
         f"difficulty reaches {esc.threshold:.2f} or the prompt with its history passes {esc.long_context_tokens:,} "
@@ -77,8 +77,9 @@ def footer_ids() -> str:
 
 
 class HelpCog(commands.Cog):
-    def __init__(self, bot: SwitchboardBot) -> None:
+    def __init__(self, bot: SwitchboardBot, *, answers: AnswerService) -> None:
         self.bot = bot
+        self.answers = answers
 
     @app_commands.command(name="help")
     async def help_command(self, interaction: discord.Interaction) -> None:
@@ -91,18 +92,20 @@ class HelpCog(commands.Cog):
         if in_guild and self.bot.user is not None:  # mentions are answered in servers only
             ask = next((i + 1 for i, line in enumerate(lines) if line.startswith("`/ask")), len(lines))
             lines.insert(ask, f"`@{self.bot.user.name} …` · the same as `/ask`, as a reply to your message")
-        scope = await self.bot.answers.scope(interaction.guild_id)
-        policy = scope.overrides.apply(self.bot.board.router.policy)
+        scope = await self.answers.scope(interaction.guild_id)
+        policy = self.answers.policy(scope)
         where = "this server" if in_guild else "direct messages"
         sections = [
             ABOUT,
-            "**Commands**" + (" (with the admin ones: you can manage this server)" if admin else "") + "\n"
+            "**Commands**"
+            + (" (with the admin ones: you can manage this server)" if admin else "")
+            + "\n"
             + "\n".join(lines),
-            FOOTER.format(model=self.bot.board.resolve(policy.models[Tier.SMALL])) + "\n" + footer_ids(),
-            f"**Routing in {where}**\n{routing_table(self.bot, scope)}",
+            FOOTER.format(model=self.answers.tier_model(policy, Tier.SMALL)) + "\n" + footer_ids(),
+            f"**Routing in {where}**\n{routing_table(self.answers, scope)}",
         ]
         await send_paged(interaction, "\n\n".join(sections))
 
 
 async def setup(bot: SwitchboardBot) -> None:
-    await bot.add_cog(HelpCog(bot))
+    await bot.add_cog(HelpCog(bot, answers=bot.answers))

@@ -11,12 +11,14 @@ from discord.ext import commands
 
 from bot.app import SwitchboardBot
 from bot.charts import render_stats_chart
+from bot.storage import Store
 from inference.types import TASK_LABELS
 
 
 class StatsCog(commands.Cog):
-    def __init__(self, bot: SwitchboardBot) -> None:
+    def __init__(self, bot: SwitchboardBot, *, store: Store) -> None:
         self.bot = bot
+        self.store = store
 
     @app_commands.command(name="stats")
     @app_commands.guild_only()
@@ -24,7 +26,7 @@ class StatsCog(commands.Cog):
         """Requests by task and tier, the small tier's share, and latency per model."""
         await interaction.response.defer(thinking=True)
         assert interaction.guild_id is not None
-        stats = await self.bot.store.stats(interaction.guild_id)
+        stats = await self.store.stats(interaction.guild_id)
         # People read plain task names ("structured output", not "grammar"), in the text and the chart.
         by_label_tier: dict[tuple[str, str], int] = {}
         for (task, tier), n in stats.by_task_tier.items():
@@ -57,4 +59,4 @@ class StatsCog(commands.Cog):
 
 
 async def setup(bot: SwitchboardBot) -> None:
-    await bot.add_cog(StatsCog(bot))
+    await bot.add_cog(StatsCog(bot, store=bot.store))

@@ -26,8 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from inference.artifacts import validate_source
 from inference.errors import ConfigError
-from inference.sources import validate_source
 from inference.types import TASKS, TaskId, Tier
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from inference.catalogue import Catalogue, RoutingPolicy, load_catalogue, load_routing
 
 if TYPE_CHECKING:
-    from inference.service import Switchboard
+    from inference.serving.service import Switchboard
 from inference.types import Attachment, ChatMessage, GenerationParams, Request, TaskId
 
 
@@ -60,9 +60,11 @@ async def build_switchboard(
     # Imported here so `--help` and config errors stay fast.
     from inference.classifier import TaskClassifier
     from inference.router import Router
-    from inference.service import Switchboard
+    from inference.serving.service import Switchboard
 
-    classifier = await asyncio.to_thread(TaskClassifier.load, cache_dir)
+    classifier = await asyncio.to_thread(
+        TaskClassifier.load, cache_dir, long_context_tokens=policy.escalation.long_context_tokens
+    )
     board = Switchboard(Router(classifier, policy, catalogue), cache_dir=cache_dir, env=env)
     notes = await board.start(probe=True)
     return board, notes

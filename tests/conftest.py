@@ -1,4 +1,10 @@
-"""Session fixtures shared by all tests: the prepared cache (built once, idempotently)."""
+"""Session fixtures shared by all tests: prepared models (read, never written, in the user's cache), one clock.
+
+``make test`` prepares the default catalogue into the user's cache (``~/.cache/switchboard`` or
+``$SWITCHBOARD_CACHE_DIR``) before the tests run; the fixtures below only read it there. Where it lacks
+something (a bare ``pytest`` on a fresh checkout), they prepare into the tests' own cache inside the checkout
+(``.cache/test-models``, ignored by git) instead of writing to the user's.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +12,53 @@ from pathlib import Path
 
 import pytest
 
-from inference.sources import default_cache_dir
+from inference.artifacts import default_cache_dir, export_dir, is_complete, smollm2_dir
+from inference.catalogue import Catalogue, OnnxModel, TransformersModel, load_catalogue
+from inference.classifier.recipe import artifact_path
+from inference.serving.clock import FakeClock
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_CACHE = ROOT / ".cache" / "test-models"
+
+
+def _classifier_ready(cache: Path) -> bool:
+    return (artifact_path(cache) / "meta.json").exists()
+
+
+def _models_ready(cache: Path, catalogue: Catalogue) -> bool:
+    for spec in catalogue.models.values():
+        if isinstance(spec, OnnxModel) and not is_complete(export_dir(spec, cache)):
+            return False
+        if isinstance(spec, TransformersModel) and spec.source == "packaged:smollm2":
+            if not (smollm2_dir(cache) / "config.json").exists():
+                return False
+    return _classifier_ready(cache)
 
 
 @pytest.fixture(scope="session")
 def prepared_classifier() -> Path:
-    """The task classifier's artifacts in the default cache (``make test`` prepared them already)."""
-    from inference.train_classifier import prepare_classifier
+    """A cache holding the task classifier's artefacts."""
+    if _classifier_ready(default_cache_dir()):
+        return default_cache_dir()
+    from inference.classifier.train import prepare_classifier
 
-    cache = default_cache_dir()
-    prepare_classifier(cache)
-    return cache
+    prepare_classifier(TEST_CACHE)
+    return TEST_CACHE
 
 
 @pytest.fixture(scope="session")
 def prepared_models(prepared_classifier: Path) -> Path:
-    """Every model of the default catalogue prepared (no-op after `make test`'s setup)."""
-    from inference.catalogue import load_catalogue
-    from inference.prepare import prepare_all
+    """A cache holding every model of the default catalogue."""
+    catalogue = load_catalogue()
+    if _models_ready(default_cache_dir(), catalogue):
+        return default_cache_dir()
+    from inference.build.prepare import prepare_all
 
-    prepare_all(load_catalogue(), prepared_classifier, show_progress=False)
-    return prepared_classifier
+    prepare_all(catalogue, TEST_CACHE, show_progress=False)
+    return TEST_CACHE
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The one test clock: moves only when told (``advance``), records sleeps, callable like ``time.monotonic``."""
+    return FakeClock()

@@ -9,5 +9,9 @@ from cogs.admin.settings import SettingsCog
 
 
 async def setup(bot: SwitchboardBot) -> None:
-    for cog in (ModelsCog(bot), RouteCog(bot), SettingsCog(bot)):
+    for cog in (
+        ModelsCog(bot, answers=bot.answers, endpoints=bot.endpoints),
+        RouteCog(bot, answers=bot.answers, store=bot.store),
+        SettingsCog(bot, answers=bot.answers, store=bot.store),
+    ):
         await bot.add_cog(cog)

@@ -11,13 +11,10 @@ from discord.ext import commands
 
 from bot.app import SwitchboardBot
 from cogs._paging import send_paged
-from inference.types import TASK_LABELS, TASKS, Tier
 
 log = logging.getLogger(__name__)
 
 ADMIN = discord.Permissions(manage_guild=True)
-TASK_CHOICES = [app_commands.Choice(name=TASK_LABELS[t], value=t) for t in TASKS]
-TIER_CHOICES = [app_commands.Choice(name=t.value, value=t.value) for t in Tier]
 
 
 def admin_group(name: str, description: str) -> app_commands.Group:

@@ -9,26 +9,35 @@ import discord
 from discord import app_commands
 from pydantic import ValidationError
 
+from bot.answering import AnswerService
+from bot.app import SwitchboardBot
+from bot.endpoints import EndpointService
 from bot.storage import AlreadyExists, NotFound
 from cogs._autocomplete import any_model, own_model
-from cogs.admin.base import TIER_CHOICES, AdminBase, admin_group, can_manage_server
+from cogs._common import TIER_CHOICES
+from cogs.admin.base import AdminBase, admin_group, can_manage_server
 from inference.catalogue import OpenAIModel, format_validation_error
 from inference.errors import InferenceError
-from inference.netguard import UnsafeURL
+from inference.serving.netguard import UnsafeURL
 from inference.types import ChatMessage, GenerationParams, Tier
 
 
 class ModelsCog(AdminBase):
     models = admin_group("models", "See and manage this server's models")
 
+    def __init__(self, bot: SwitchboardBot, *, answers: AnswerService, endpoints: EndpointService) -> None:
+        super().__init__(bot)
+        self.answers = answers
+        self.endpoints = endpoints
+
     # ---- /models ----------------------------------------------------------------------------------
     @models.command(name="list")
     async def models_list(self, interaction: discord.Interaction) -> None:
         """List the models this server can use, with their health."""
-        scope = await self.bot.answers.scope(interaction.guild_id)
+        scope = await self.answers.scope(interaction.guild_id)
         lines = []
         for name, spec in scope.catalogue.models.items():
-            health = self.bot.board.health(name, scope.catalogue)
+            health = self.endpoints.health(name, scope.catalogue)
             if name not in scope.catalogue.untrusted:
                 # The operator's models: name, kind and health only. Their URLs, hosts and keys are the
                 # operator's business, not every server admin's.
@@ -60,7 +69,7 @@ class ModelsCog(AdminBase):
     ) -> None:
         """Add an OpenAI-compatible endpoint (vLLM, TGI, Ollama, llama.cpp, OpenAI ...)."""
         assert interaction.guild_id is not None
-        if name in self.bot.board.catalogue.models:
+        if self.endpoints.is_builtin(name):
             await self._reply(interaction, f"`{name}` is a built-in model's name; choose another.")
             return
         try:
@@ -68,16 +77,13 @@ class ModelsCog(AdminBase):
         except ValidationError as exc:
             await self._reply(interaction, f"Invalid model: {format_validation_error(exc)}")
             return
-        guard = self.bot.board.guard
         try:
-            if guard is not None:
-                guard.check_url(spec.base_url)
-                await guard.check_resolved(spec.base_url)
+            await self.endpoints.check_url(spec.base_url)
         except UnsafeURL as exc:
             await self._reply(interaction, f"Refused `{url}`: {exc}")
             return
         try:
-            await self.bot.store.add_model(interaction.guild_id, interaction.user.id, name, spec)
+            await self.endpoints.add(interaction.guild_id, interaction.user.id, name, spec)
         except (AlreadyExists, ValueError) as exc:
             await self._reply(interaction, f"Not added: {exc}")
             return
@@ -93,8 +99,7 @@ class ModelsCog(AdminBase):
     async def models_key(self, interaction: discord.Interaction, name: str) -> None:
         """Set or clear the API key of one of this server's endpoints (typed into a private form)."""
         assert interaction.guild_id is not None
-        own = {m.name for m in await self.bot.store.list_models(interaction.guild_id)}
-        if name not in own:
+        if name not in await self.endpoints.own_names(interaction.guild_id):
             await interaction.response.send_message(
                 f"`{name}` is not one of this server's models; keys can be set only for models added with "
                 "`/models add`.",
@@ -116,9 +121,8 @@ class ModelsCog(AdminBase):
             )
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        sealed = self.bot.keybox.seal(interaction.guild_id, name, key) if key else None
         try:
-            await self.bot.store.set_model_key(interaction.guild_id, interaction.user.id, name, sealed)
+            await self.endpoints.set_key(interaction.guild_id, interaction.user.id, name, key)
         except NotFound as exc:
             await interaction.edit_original_response(content=f"Not saved: {exc}.")
             return
@@ -131,7 +135,7 @@ class ModelsCog(AdminBase):
         """Remove a model this server added."""
         assert interaction.guild_id is not None
         try:
-            await self.bot.store.remove_model(interaction.guild_id, interaction.user.id, name)
+            await self.endpoints.remove(interaction.guild_id, interaction.user.id, name)
         except NotFound as exc:
             await self._reply(interaction, f"Nothing removed: {exc}.")
             return
@@ -141,7 +145,7 @@ class ModelsCog(AdminBase):
     @app_commands.autocomplete(name=any_model)
     async def models_test(self, interaction: discord.Interaction, name: str) -> None:
         """Send a tiny probe to a model and report its latency."""
-        scope = await self.bot.answers.scope(interaction.guild_id)
+        scope = await self.answers.scope(interaction.guild_id)
         if name not in scope.catalogue.models:
             await self._reply(
                 interaction, f"Unknown model `{name}`. Known: {', '.join(sorted(scope.catalogue.models))}"
@@ -149,7 +153,7 @@ class ModelsCog(AdminBase):
             return
         started = time.perf_counter()
         try:
-            backend = self.bot.board.backend_for(name, scope.catalogue)  # started inside the timeouts
+            backend = self.endpoints.backend(name, scope.catalogue)  # started inside the timeouts
             stream = backend.stream(
                 [ChatMessage("user", "Reply with the word OK.")], GenerationParams(max_new_tokens=4)
             )

@@ -5,20 +5,29 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
+from bot.answering import AnswerService
+from bot.app import SwitchboardBot
+from bot.storage import Store
 from cogs._autocomplete import route_model
-from cogs.admin.base import TASK_CHOICES, AdminBase, admin_group
+from cogs._common import TASK_CHOICES
+from cogs.admin.base import AdminBase, admin_group
 from inference.types import TASK_LABELS, TASKS, Tier
 
 
 class RouteCog(AdminBase):
     route = admin_group("route", "See and change which model serves each task")
 
+    def __init__(self, bot: SwitchboardBot, *, answers: AnswerService, store: Store) -> None:
+        super().__init__(bot)
+        self.answers = answers
+        self.store = store
+
     # ---- /route -----------------------------------------------------------------------------------
     @route.command(name="show")
     async def route_show(self, interaction: discord.Interaction) -> None:
         """Show which tier and model serve each task here."""
-        scope = await self.bot.answers.scope(interaction.guild_id)
-        policy = scope.overrides.apply(self.bot.board.router.policy)
+        scope = await self.answers.scope(interaction.guild_id)
+        policy = self.answers.policy(scope)
         lines = [
             f"Escalation threshold: **{policy.escalation.threshold:.2f}**"
             + (" (server setting)" if scope.overrides.threshold is not None else " (default)")
@@ -26,7 +35,7 @@ class RouteCog(AdminBase):
         for task in TASKS:
             tier = policy.tiers[task]
             model = policy.task_models.get(task)
-            shown = f"**{model}** (set here)" if model else self.bot.board.resolve(policy.models[tier])
+            shown = f"**{model}** (set here)" if model else self.answers.tier_model(policy, tier)
             lines.append(f"{TASK_LABELS[task]} → {tier.value} · {shown}")
         await self._reply(interaction, "\n".join(lines))
 
@@ -37,7 +46,7 @@ class RouteCog(AdminBase):
         """Serve a task with a given model."""
         assert interaction.guild_id is not None
         label = TASK_LABELS[task.value]  # type: ignore[index]
-        scope = await self.bot.answers.scope(interaction.guild_id)
+        scope = await self.answers.scope(interaction.guild_id)
         if model not in scope.catalogue.models:
             await self._reply(
                 interaction,
@@ -46,7 +55,7 @@ class RouteCog(AdminBase):
             return
         # The router only uses a task's model on that model's tier: say so rather than store a no-op.
         model_tier = scope.catalogue.get(model).tier
-        task_tier = scope.overrides.apply(self.bot.board.router.policy).tiers[task.value]  # type: ignore[index]
+        task_tier = self.answers.policy(scope).tiers[task.value]  # type: ignore[index]
         if model_tier is Tier.SMALL and task_tier is Tier.LARGE:
             await self._reply(
                 interaction,
@@ -54,7 +63,7 @@ class RouteCog(AdminBase):
                 "tier, so it would never be used. Choose a large-tier model.",
             )
             return
-        await self.bot.store.set_task_model(interaction.guild_id, interaction.user.id, task.value, model)  # type: ignore[arg-type]
+        await self.store.set_task_model(interaction.guild_id, interaction.user.id, task.value, model)  # type: ignore[arg-type]
         if model_tier is task_tier:
             await self._reply(interaction, f"**{label}** is now served by **{model}**.")
         else:
@@ -68,5 +77,5 @@ class RouteCog(AdminBase):
     async def route_reset(self, interaction: discord.Interaction) -> None:
         """Back to the default routes and threshold."""
         assert interaction.guild_id is not None
-        await self.bot.store.reset_guild_routes(interaction.guild_id, interaction.user.id)
+        await self.store.reset_guild_routes(interaction.guild_id, interaction.user.id)
         await self._reply(interaction, "Routes and threshold are back to the defaults.")

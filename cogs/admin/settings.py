@@ -8,6 +8,9 @@ import discord
 from discord import app_commands
 from pydantic import ValidationError
 
+from bot.answering import AnswerService
+from bot.app import SwitchboardBot
+from bot.storage import Store
 from cogs.admin.base import AdminBase, admin_group
 from inference.catalogue import format_validation_error
 
@@ -17,11 +20,16 @@ log = logging.getLogger(__name__)
 class SettingsCog(AdminBase):
     settings = admin_group("settings", "Switchboard settings for this server")
 
+    def __init__(self, bot: SwitchboardBot, *, answers: AnswerService, store: Store) -> None:
+        super().__init__(bot)
+        self.answers = answers
+        self.store = store
+
     # ---- /settings --------------------------------------------------------------------------------
     async def _update(self, interaction: discord.Interaction, action: str, done: str, **changes: object) -> None:
         assert interaction.guild_id is not None
         try:
-            await self.bot.store.update_guild_config(interaction.guild_id, interaction.user.id, action, **changes)
+            await self.store.update_guild_config(interaction.guild_id, interaction.user.id, action, **changes)
         except ValidationError as exc:
             await self._reply(interaction, f"Not changed: {format_validation_error(exc)}")
             return
@@ -30,7 +38,7 @@ class SettingsCog(AdminBase):
     @settings.command(name="show")
     async def settings_show(self, interaction: discord.Interaction) -> None:
         """Show this server's settings."""
-        config = (await self.bot.answers.scope(interaction.guild_id)).config
+        config = (await self.answers.scope(interaction.guild_id)).config
         channels = ", ".join(f"<#{c}>" for c in config.allowed_channels) or "everywhere"
         prompts = "\n".join(f"<#{c}>: {p[:80]}" for c, p in config.channel_system_prompts.items()) or "default"
         exempt = "; never for " + ", ".join(f"<@&{r}>" for r in config.exempt_roles) if config.exempt_roles else ""
@@ -66,9 +74,7 @@ class SettingsCog(AdminBase):
         """Set or clear a channel's system prompt."""
         assert interaction.guild_id is not None
         try:
-            await self.bot.store.set_channel_prompt(
-                interaction.guild_id, interaction.user.id, channel.id, prompt or None
-            )
+            await self.store.set_channel_prompt(interaction.guild_id, interaction.user.id, channel.id, prompt or None)
         except ValidationError as exc:
             await self._reply(interaction, f"Not changed: {format_validation_error(exc)}")
             return
@@ -85,7 +91,7 @@ class SettingsCog(AdminBase):
         channel: discord.TextChannel | None = None,
     ) -> None:
         """Choose the channels where the bot answers."""
-        config = (await self.bot.answers.scope(interaction.guild_id)).config
+        config = (await self.answers.scope(interaction.guild_id)).config
         allowed = list(config.allowed_channels)
         if action.value != "clear" and channel is None:
             await self._reply(interaction, f"Name a channel to {action.value}.")
@@ -124,7 +130,7 @@ class SettingsCog(AdminBase):
         role: discord.Role | None = None,
     ) -> None:
         """Choose roles whose members are never rate limited."""
-        config = (await self.bot.answers.scope(interaction.guild_id)).config
+        config = (await self.answers.scope(interaction.guild_id)).config
         exempt = list(config.exempt_roles)
         if action.value != "clear" and role is None:
             await self._reply(interaction, f"Name a role to {action.value}.")
@@ -136,14 +142,12 @@ class SettingsCog(AdminBase):
         elif action.value == "remove" and role is not None and role.id in exempt:
             exempt.remove(role.id)
         shown = ", ".join(f"<@&{r}>" for r in exempt) or "nobody"
-        await self._update(
-            interaction, "settings.exempt_roles", f"Never rate limited: {shown}.", exempt_roles=exempt
-        )
+        await self._update(interaction, "settings.exempt_roles", f"Never rate limited: {shown}.", exempt_roles=exempt)
 
     @settings.command(name="audit")
     async def settings_audit(self, interaction: discord.Interaction) -> None:
         """Show recent configuration changes."""
         assert interaction.guild_id is not None
-        entries = await self.bot.store.audit(interaction.guild_id)
+        entries = await self.store.audit(interaction.guild_id)
         lines = [f"{discord.utils.format_dt(e.at, 'R')} <@{e.actor_id}> `{e.action}` {e.details}" for e in entries[:15]]
         await self._reply(interaction, "\n".join(lines) or "No changes yet.")

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from inference.catalogue import ModelSpec
-    from inference.netguard import Guard
+    from inference.serving.netguard import Guard
 
 __all__ = ["REGISTRY", "Backend", "TokenStream", "build_backend"]
 

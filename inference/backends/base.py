@@ -73,9 +73,7 @@ class TokenStream:
         self._started = time.perf_counter()
 
     @classmethod
-    def wrapping(
-        cls, make: Callable[[TokenStream], AsyncIterator[str]], *, model: str, provider: str
-    ) -> TokenStream:
+    def wrapping(cls, make: Callable[[TokenStream], AsyncIterator[str]], *, model: str, provider: str) -> TokenStream:
         """A stream whose pieces come from ``make(stream)``: a wrapper can report on the stream it feeds."""
 
         async def nothing() -> AsyncIterator[str]:

@@ -1,4 +1,4 @@
-"""A causal LM exported to ONNX (``inference.export``), run by ONNX Runtime.
+"""A causal LM exported to ONNX (``inference.build.export``), run by ONNX Runtime.
 
 Two runtimes, picked by the catalogue's ``runtime``:
 
@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from inference.artifacts import TOKENIZER_DIR, export_dir, is_complete
 from inference.backends.chat_template import eos_token_ids
 from inference.backends.local import LocalBackend
 from inference.backends.transformers import generate_token_ids
 from inference.catalogue import OnnxModel
 from inference.errors import BackendUnavailable, InferenceError
-from inference.export import TOKENIZER_DIR, export_dir, is_complete
 from inference.types import GenerationParams
 
 log = logging.getLogger(__name__)

@@ -1,42 +1,39 @@
 """Any OpenAI-compatible chat endpoint (vLLM, TGI, llama.cpp, ``transformers serve``, hosted APIs).
 
 One HTTP attempt per call: retries, timeouts beyond connect, cooldown and queueing live in
-:class:`inference.resilience.ResilientBackend`, so there is exactly one retry loop.
+:class:`inference.serving.resilience.ResilientBackend`, so there is exactly one retry loop.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import math
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import aiohttp
 from yarl import URL
 
-from inference import netguard
+from inference.backends import sse
 from inference.backends.base import Backend, OutputLimit, ProbeResult, TokenStream
 from inference.catalogue import OpenAIModel
 from inference.errors import (
     BackendTimeout,
     BackendUnavailable,
+    EndpointRejected,
     InferenceError,
     ResponseTooLarge,
     error_from_status,
+    retry_after_from,
 )
+from inference.serving import netguard
 from inference.types import ChatMessage, GenerationParams
 
 log = logging.getLogger(__name__)
 
 # Every read from an endpoint is bounded: past a bound the call ends with ResponseTooLarge, so a server
 # that never stops talking costs a few MiB, not the process. One chunk of a real stream is well under 1 KiB.
-#: Longest SSE line accepted; a server streaming an endless line is broken, not chatty.
-_MAX_LINE = 1 << 20
-#: Most characters of data in one SSE event (data lines accumulate until a blank line; one may never come).
-_MAX_EVENT = 1 << 20
+# (SSE lines and events are bounded by inference.backends.sse.)
 #: Largest non-streamed JSON answer (an answer is capped at max_tokens * CHARS_PER_TOKEN characters anyway).
 _MAX_BODY = 8 << 20
 #: Most bytes of a probe's answer read (the probe only needs the status).
@@ -45,47 +42,6 @@ _MAX_PROBE_BODY = 64 << 10
 _MAX_ERROR_BODY = 4096
 #: Body fields the backend controls; extra_body may not override them (parsing depends on them).
 _RESERVED = frozenset({"messages", "stream"})
-
-
-class EndpointRejected(BackendUnavailable):
-    """The endpoint cannot be used as configured (unsafe address, redirect): retrying will not help."""
-
-    retryable = False
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After value: delta-seconds, an HTTP date or "inf".
-
-    ``None`` for a missing, empty or unparsable value (the caller then uses its own backoff); a date in
-    the past gives 0.
-    """
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        if math.isnan(seconds) or seconds < 0:
-            return None
-        return seconds  # may be inf: the retry layer compares it with its cap and gives up
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive result came from a malformed zone
-        return None
-    now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    # retry-after-ms (OpenAI, Azure) is more precise when present.
-    ms = parse_retry_after(headers.get("retry-after-ms"))
-    if ms is not None:
-        return ms / 1000.0
-    return parse_retry_after(headers.get("Retry-After"))
 
 
 class OpenAIBackend(Backend):
@@ -270,7 +226,7 @@ class OpenAIBackend(Backend):
             raw = b""
         text = self._scrub(raw.decode("utf-8", "replace"))
         log.debug("%s answered HTTP %s", self.name, resp.status)
-        raise error_from_status(resp.status, text, backend=self.name, retry_after=_retry_after(resp.headers))
+        raise error_from_status(resp.status, text, backend=self.name, retry_after=retry_after_from(resp.headers))
 
     async def probe(self) -> bool:
         return await self.probe_status() is ProbeResult.HEALTHY
@@ -326,60 +282,9 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(buf)
 
 
-async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """Lines of the body (\\n, \\r\\n or \\r), without the terminator; a line over _MAX_LINE ends the call."""
-    buf = b""
-    async for chunk in resp.content.iter_any():
-        buf += chunk
-        while True:
-            cut = _line_end(buf)
-            if cut is None:
-                break
-            end, nxt = cut
-            yield buf[:end].decode("utf-8", "replace")
-            buf = buf[nxt:]
-        if len(buf) > _MAX_LINE:
-            raise ResponseTooLarge(f"stream broken: a line over {_MAX_LINE} bytes")
-    if buf:
-        yield buf.decode("utf-8", "replace")
-
-
-def _line_end(buf: bytes) -> tuple[int, int] | None:
-    n, r = buf.find(b"\n"), buf.find(b"\r")
-    if n < 0 and r < 0:
-        return None
-    if r >= 0 and (n < 0 or r < n):
-        if r + 1 == len(buf):
-            return None  # a lone \r at the end may be the first half of \r\n: wait for more
-        return (r, r + 2) if buf[r + 1 : r + 2] == b"\n" else (r, r + 1)
-    return (n, n + 1)
-
-
-async def _events(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """The data of each server-sent event (data: lines joined by newlines); comments skipped."""
-    data: list[str] = []
-    size = 0
-    async for line in _lines(resp):
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data, size = [], 0
-            continue
-        if line.startswith(":"):  # keep-alive comment
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value.removeprefix(" "))
-            size += len(value) + 1
-            if size > _MAX_EVENT:  # data lines that never end in a blank line
-                raise ResponseTooLarge(f"stream broken: an event over {_MAX_EVENT} characters")
-    if data:
-        yield "\n".join(data)
-
-
 async def _sse_pieces(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
     finished = False
-    async for data in _events(resp):
+    async for data in sse.events(resp.content):
         if data.strip() == "[DONE]":
             return
         try:

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from inference.artifacts import model_dir
 from inference.backends.chat_template import (
     eos_token_ids,
 )
 from inference.backends.local import LocalBackend
 from inference.catalogue import TransformersModel
 from inference.errors import BackendUnavailable
-from inference.sources import hf_dir
 from inference.types import GenerationParams
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ class TransformersBackend(LocalBackend):
 
         spec = self.spec
         try:
-            source = hf_dir(spec.source, self.cache_dir)
+            source = model_dir(spec.source, self.cache_dir)
             device = resolve_device(spec.device)
             kw: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
             tokenizer = AutoTokenizer.from_pretrained(source, **kw)

@@ -2,8 +2,8 @@
 
 The bot is wired like ``bot.app.start()`` wires it, with test resources: settings without an ``.env``,
 a SQLite file under ``tmp_path``, a Switchboard whose router uses a keyword classifier and whose
-backends are :class:`PacedBackend` instances (scripted answers, an optional gate for a slow model and
-a manual clock that advances per streamed piece), and a rate limiter on a manual clock.
+backends are :class:`~tests.fakes.backends.ScriptedBackend` instances (scripted answers, an optional gate for
+a slow model and the test's FakeClock advanced per streamed piece), and a rate limiter on a manual clock.
 
     async def test_something(switchboard: Harness) -> None:
         switchboard.small.reply = "hello"
@@ -38,11 +38,11 @@ from bot.settings import Settings
 from bot.storage import Store
 from inference.backends.base import Backend
 from inference.catalogue import ModelSpec, RoutingPolicy, load_routing
-from inference.netguard import Guard
-from inference.resilience import FakeClock
 from inference.router import Router
-from inference.service import Switchboard
-from inference.types import ChatMessage, Classification, GenerationParams, Request, TaskId, Tier
+from inference.serving.clock import FakeClock
+from inference.serving.netguard import Guard
+from inference.serving.service import Switchboard
+from inference.types import Classification, Request, TaskId, Tier
 from tests.fakes.backends import ScriptedBackend, fake_catalogue
 from tests.fakes.discord import FakeDiscord, InteractionSummary, RecordedRequest
 
@@ -56,19 +56,6 @@ FOOTER_RE = re.compile(
     r"\n-# (?P<task>\w+) · (?P<tier>small|large) · (?P<model>[\w\\-]+) · (?P<secs>[\d.]+s|\d+m \d\ds)(?P<note> · .*)?$"
 )
 CURSOR = " ▌"
-
-
-class ManualClock:
-    """A monotonic clock that moves only when told (callable like ``time.monotonic``)."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class KeywordClassifier:
@@ -88,21 +75,6 @@ class KeywordClassifier:
         return Classification(
             task=task, confidence=0.9, difficulty=difficulty, signals=signals, prompt_tokens=len(text) // 4
         )
-
-
-class PacedBackend(ScriptedBackend):
-    """A ScriptedBackend whose streamed pieces each take ``step`` seconds of a :class:`ManualClock`."""
-
-    def __init__(self, name: str, reply: str = "hello from the fake model", **kw: Any) -> None:
-        self.clock: ManualClock | None = kw.pop("clock", None)
-        self.step: float = kw.pop("step", 0.0)
-        super().__init__(name, reply, **kw)
-
-    async def _generate(self, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
-        async for piece in super()._generate(messages, params):
-            if self.clock is not None:
-                self.clock.advance(self.step)
-            yield piece
 
 
 def routing_policy() -> RoutingPolicy:
@@ -151,12 +123,12 @@ class Harness:
         self.fake = fake
         self._run_bot = run_bot
         self.tmp_path = tmp_path
-        self.clock = ManualClock()  # streaming edits and footer time
-        self.limiter_clock = ManualClock()
+        self.clock = FakeClock()  # streaming edits, footer time, and each streamed piece's pace
+        self.limiter_clock = FakeClock()
         self.limiter = RateLimiter(clock=self.limiter_clock)
         self.board_clock = FakeClock()  # retry backoff and cooldowns: no real sleeping
-        self.backends: dict[str, PacedBackend] = {
-            name: PacedBackend(name, f"answer from {name}", clock=self.clock, step=0.1)
+        self.backends: dict[str, ScriptedBackend] = {
+            name: ScriptedBackend(name, f"answer from {name}", clock=self.clock, step=0.1)
             for name in (SMALL, LARGE, LOCAL)
         }
         self.settings_overrides: dict[str, Any] = {}
@@ -172,11 +144,11 @@ class Harness:
 
     # -- world --------------------------------------------------------------------------------------
     @property
-    def small(self) -> PacedBackend:
+    def small(self) -> ScriptedBackend:
         return self.backends[SMALL]
 
     @property
-    def large(self) -> PacedBackend:
+    def large(self) -> ScriptedBackend:
         return self.backends[LARGE]
 
     @property

@@ -17,7 +17,7 @@ from tests.e2e.bot_harness import (
     message_writes,
 )
 
-NO_PINGS = {"parse": []}
+NO_PINGS: dict[str, list[str]] = {"parse": []}
 
 
 async def test_ask_defers_before_model_work_then_streams_edits_and_footer(switchboard: Harness) -> None:

@@ -242,4 +242,3 @@ async def admin(fake: FakeDiscord, command: str, options: dict[str, Any] | None 
     name, sub = command.split(" ", 1)
     it = await fake.send_interaction(name, options, subcommand=sub, permissions=MANAGE_GUILD)
     return await fake.wait_for_response(it)
-

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.e2e.bot_harness import FOOTER_RE, Harness
 from tests.fakes.discord import InteractionSummary
 
@@ -68,7 +70,7 @@ async def test_bad_input_is_refused_before_any_model_runs(switchboard: Harness) 
     fake = switchboard.fake
     switchboard.settings_overrides = {"max_attachment_bytes": 1024}
     exe = fake.make_attachment("tool.exe", b"MZ\x90\x00", content_type="application/x-msdownload")
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"prompt": "   "}, "Your prompt is empty: tell me what you need."),
         ({"prompt": "x" * 4001}, "Your prompt is 4,001 characters; the limit here is 4,000. Shorten it."),
         (

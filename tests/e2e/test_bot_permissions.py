@@ -90,9 +90,7 @@ async def test_stale_permissions_are_corrected_by_discords_answer(
     assert switchboard.model_calls() == 0
 
 
-async def test_with_dms_closed_the_note_is_only_logged(
-    switchboard: Harness, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_with_dms_closed_the_note_is_only_logged(switchboard: Harness, caplog: pytest.LogCaptureFixture) -> None:
     fake = switchboard.fake
     fake.close_dms()
     await fake.deny(fake.channel_id, fake.bot_role_id, SEND_MESSAGES)

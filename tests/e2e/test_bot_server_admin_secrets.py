@@ -56,7 +56,8 @@ async def add_endpoint(fake: FakeDiscord, endpoint: FakeOpenAIServer, name: str 
 
 async def open_key_form(fake: FakeDiscord, name: str) -> InteractionSummary:
     it = await fake.send_interaction("models", {"name": name}, subcommand="key", permissions=MANAGE_SERVER)
-    return await fake.wait_for(lambda: ((s := fake.interaction_response(it)).callback_type is not None and s) or None)
+    await fake.wait_for(lambda: fake.interaction_response(it).callback_type is not None)
+    return fake.interaction_response(it)
 
 
 async def submit_key(fake: FakeDiscord, form: InteractionSummary, key: str) -> InteractionSummary:

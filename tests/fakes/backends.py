@@ -8,34 +8,64 @@ from collections.abc import AsyncIterator
 from inference.backends.base import Backend
 from inference.catalogue import Catalogue
 from inference.errors import InferenceError
+from inference.serving.clock import FakeClock
 from inference.types import ChatMessage, GenerationParams
+
+#: One step of a script: a piece of text to yield, an error to raise, or an event to wait for.
+Step = str | BaseException | asyncio.Event
 
 
 class ScriptedBackend(Backend):
+    """The one scripted backend of the test suite: answers, failures, stalls and pacing on demand.
+
+    Two ways to script it:
+
+    - ``ScriptedBackend(name, reply, fail=..., fail_after=..., gate=...)``: every call streams ``reply`` word by word,
+      optionally waiting for ``gate`` first and raising ``fail`` after ``fail_after`` words;
+    - ``ScriptedBackend.playing(script, script, ...)``: each call plays the next script (a list of steps), the last
+      one repeating.
+
+    With ``clock`` (a :class:`~inference.serving.clock.FakeClock`) each streamed piece advances it by ``step``
+    seconds: a model that takes time, without sleeping.
+    """
+
     kind = "fake"
 
     def __init__(
         self,
-        name: str,
+        name: str = "scripted",
         reply: str = "hello from the fake model",
         *,
+        scripts: list[list[Step]] | None = None,
         fail: InferenceError | None = None,
         fail_after: int = 0,
         probe_ok: bool = True,
         gate: asyncio.Event | None = None,
         context: int = 2048,
+        clock: FakeClock | None = None,
+        step: float = 0.0,
     ) -> None:
         super().__init__(name, name)
         self.reply = reply
+        self.scripts = scripts
         self.fail = fail
         self.fail_after = fail_after
         self.probe_ok = probe_ok
         #: When set, generation waits for it before the first token (a slow model).
         self.gate = gate
         self.context = context
+        self.clock = clock
+        self.step = step
+        #: The messages of every call, in order.
         self.calls: list[list[ChatMessage]] = []
+        #: Generations that ended: finished, failed or cancelled (closed early by the caller).
+        self.finished = 0
         self.started = asyncio.Event()
         self.closed = False
+
+    @classmethod
+    def playing(cls, *scripts: list[Step], name: str = "scripted") -> ScriptedBackend:
+        return cls(name, scripts=list(scripts) or [["ok"]])
 
     @property
     def provider(self) -> str:
@@ -54,6 +84,26 @@ class ScriptedBackend(Backend):
     async def _generate(self, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
         self.calls.append(messages)
         self.started.set()
+        try:
+            pieces = self._scripted() if self.scripts is not None else self._reply()
+            async for piece in pieces:
+                if self.clock is not None:
+                    self.clock.advance(self.step)
+                yield piece
+        finally:
+            self.finished += 1
+
+    async def _scripted(self) -> AsyncIterator[str]:
+        assert self.scripts is not None
+        for step in self.scripts[min(len(self.calls), len(self.scripts)) - 1]:
+            if isinstance(step, asyncio.Event):
+                await step.wait()
+            elif isinstance(step, BaseException):
+                raise step
+            else:
+                yield step
+
+    async def _reply(self) -> AsyncIterator[str]:
         if self.gate is not None:
             await self.gate.wait()
         words = self.reply.split(" ")

@@ -171,7 +171,7 @@ class FakeOpenAIServer:
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def _models(self, request: web.Request) -> web.Response:
+    async def _models(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
         if self.models_flood:
             return await self._flood(request, "application/json", b'{"data": [', b'{"id": "m"}, ')

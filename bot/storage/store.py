@@ -1,0 +1,392 @@
+"""The one store for per-server state: guild config, custom models, conversations, request log, audit log.
+
+Every method is async; every timestamp is timezone-aware UTC. The tables are in :mod:`bot.storage.schema`,
+the engine and migrations in :mod:`bot.storage.engine`, the per-server settings and their rules in
+:mod:`bot.storage.config`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Self
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bot.storage.config import ROUTE_FIELDS, GuildConfig
+from bot.storage.engine import DEFAULT_URL, make_engine, migrate, writer
+from bot.storage.errors import AlreadyExists, NotFound
+from bot.storage.schema import audit_log, conversations, guild_models, guild_settings, messages, request_log
+from inference.catalogue import OpenAIModel
+from inference.types import ChatMessage, TaskId, Tier
+
+log = logging.getLogger(__name__)
+
+Role = Literal["system", "user", "assistant"]
+#: Spec fields never stored for a server's endpoint: its key lives sealed in its own column.
+_SERVER_SPEC_EXCLUDED = frozenset({"api_key", "api_key_env"})
+
+
+# --- records handed to callers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    guild_id: int
+    actor_id: int
+    action: str
+    details: dict[str, Any]
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CustomModel:
+    guild_id: int
+    name: str
+    spec: OpenAIModel
+    created_by: int
+    created_at: datetime
+    #: The endpoint's API key as sealed by bot/keybox.py; None = keyless.
+    sealed_key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    thread_id: int
+    guild_id: int
+    channel_id: int
+    user_id: int
+    tier: Tier
+    model: str
+    system_prompt: str | None
+    created_at: datetime
+    closed_at: datetime | None
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    role: Role
+    content: str
+    tokens: int
+    created_at: datetime
+
+    def as_chat(self) -> ChatMessage:
+        return ChatMessage(role=self.role, content=self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    total: int
+    #: (task, tier) -> requests.
+    by_task_tier: dict[tuple[str, str], int]
+    #: Fraction of requests answered by the small tier; 0.0 when there were none.
+    small_share: float
+    #: Model -> median latency of its successful requests.
+    median_latency_ms: dict[str, float]
+    failures: int
+    fallbacks: int
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- the store --------------------------------------------------------------------------------------------
+
+
+class Store:
+    """Open with ``await Store.open(url)`` (or ``async with await Store.open(url) as store``)."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self._engine = engine
+        self._write = writer(engine)  # every write transaction goes through this
+        self._clock = clock
+        # Config writes are read-modify-write of one JSON row: serialise them within the process.
+        self._config_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, url: str | URL = DEFAULT_URL, *, clock: Callable[[], datetime] = _utcnow) -> Store:
+        await migrate(url)
+        return cls(make_engine(url), clock=clock)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self._engine.url!r})"  # SQLAlchemy masks any password
+
+    def _now(self) -> datetime:
+        return self._clock().astimezone(UTC)
+
+    async def _audit(
+        self, conn: AsyncConnection, guild_id: int, actor_id: int, action: str, details: dict[str, Any]
+    ) -> None:
+        row = dict(guild_id=guild_id, actor_id=actor_id, action=action, details=details, at=self._now())
+        await conn.execute(audit_log.insert().values(**row))
+
+    # guild config
+
+    async def _stored_config(
+        self, conn: AsyncConnection, guild_id: int, *, lock: bool = False
+    ) -> dict[str, Any] | None:
+        query = select(guild_settings.c.data).where(guild_settings.c.guild_id == guild_id)
+        data = (await conn.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
+        return dict(data) if data is not None else None
+
+    async def guild_config(self, guild_id: int) -> GuildConfig:
+        async with self._engine.connect() as conn:
+            return GuildConfig.from_stored(guild_id, await self._stored_config(conn, guild_id) or {})
+
+    async def update_guild_config(self, guild_id: int, actor_id: int, action: str, **changes: Any) -> GuildConfig:
+        """Validate, persist and audit in one transaction; an invalid change raises pydantic's
+        ValidationError (unknown fields included) and writes nothing. A dict or list value replaces the
+        stored one: to change one entry, use set_task_model / set_channel_prompt (no lost updates)."""
+        if (error := GuildConfig.unknown_fields_error(changes)) is not None:
+            raise error
+        return await self._change_config(guild_id, actor_id, action, lambda _: changes)
+
+    async def set_task_model(self, guild_id: int, actor_id: int, task: TaskId, model: str | None) -> GuildConfig:
+        """Route one task to ``model``; None = back to the default."""
+
+        def edit(config: GuildConfig) -> dict[str, Any]:
+            task_models: dict[str, str] = {k: v for k, v in config.task_models.items() if k != task}
+            return {"task_models": task_models | ({task: model} if model is not None else {})}
+
+        return await self._change_config(guild_id, actor_id, "route.set" if model else "route.clear", edit)
+
+    async def set_channel_prompt(
+        self, guild_id: int, actor_id: int, channel_id: int, prompt: str | None
+    ) -> GuildConfig:
+        """One channel's system prompt; None = back to the default."""
+
+        def edit(config: GuildConfig) -> dict[str, Any]:
+            prompts = {k: v for k, v in config.channel_system_prompts.items() if k != channel_id}
+            return {"channel_system_prompts": prompts | ({channel_id: prompt} if prompt is not None else {})}
+
+        return await self._change_config(guild_id, actor_id, "prompt.set" if prompt else "prompt.clear", edit)
+
+    async def reset_guild_routes(self, guild_id: int, actor_id: int) -> GuildConfig:
+        """Back to the routing policy: task models and threshold return to their defaults."""
+        return await self._change_config(guild_id, actor_id, "routes.reset", lambda _: {}, unset=ROUTE_FIELDS)
+
+    async def _change_config(
+        self,
+        guild_id: int,
+        actor_id: int,
+        action: str,
+        edit: Callable[[GuildConfig], dict[str, Any]],
+        unset: tuple[str, ...] = (),
+    ) -> GuildConfig:
+        """Read, edit, validate, write and audit in one write transaction (no lost updates)."""
+        async with self._config_lock, self._write.begin() as conn:
+            stored = await self._stored_config(conn, guild_id, lock=True)
+            before = GuildConfig.from_stored(guild_id, stored or {})
+            changes = edit(before)
+            base = {k: v for k, v in before.model_dump().items() if k not in unset}
+            after = GuildConfig.model_validate({**base, **changes})  # raises before any write
+            old, new = before.model_dump(mode="json"), after.model_dump(mode="json")
+            keys = [*changes, *(k for k in unset if k not in changes)]
+            data = {k: v for k, v in (stored or {}).items() if k not in unset} | {k: new[k] for k in changes}
+            values = dict(data=data, updated_at=self._now())
+            if stored is None:
+                await conn.execute(guild_settings.insert().values(guild_id=guild_id, **values))
+            else:
+                where = guild_settings.c.guild_id == guild_id
+                await conn.execute(guild_settings.update().where(where).values(**values))
+            details = {"changes": {k: new[k] for k in keys}, "previous": {k: old[k] for k in keys}}
+            await self._audit(conn, guild_id, actor_id, action, details)
+        return after
+
+    # custom models
+
+    async def add_model(self, guild_id: int, actor_id: int, name: str, spec: OpenAIModel) -> CustomModel:
+        name = name.strip()
+        if not 0 < len(name) <= 100:
+            raise ValueError("model name must be 1 to 100 characters")
+        spec_json = spec.model_dump(mode="json", exclude=set(_SERVER_SPEC_EXCLUDED))
+        model = CustomModel(guild_id, name, OpenAIModel.model_validate(spec_json), actor_id, self._now())
+        row = dict(guild_id=guild_id, name=name, spec=spec_json)
+        row |= dict(created_by=actor_id, created_at=model.created_at)
+        try:
+            async with self._write.begin() as conn:
+                await conn.execute(guild_models.insert().values(**row))
+                await self._audit(conn, guild_id, actor_id, "model.add", {"name": name, "spec": spec_json})
+        except IntegrityError:
+            raise AlreadyExists(f"this server already has a model named {name!r}") from None
+        return model
+
+    async def remove_model(self, guild_id: int, actor_id: int, name: str) -> None:
+        where = (guild_models.c.guild_id == guild_id) & (guild_models.c.name == name)
+        async with self._write.begin() as conn:
+            if (await conn.execute(guild_models.delete().where(where))).rowcount == 0:
+                raise NotFound(f"this server has no model named {name!r}")
+            await self._audit(conn, guild_id, actor_id, "model.remove", {"name": name})
+
+    async def list_models(self, guild_id: int) -> list[CustomModel]:
+        query = select(guild_models).where(guild_models.c.guild_id == guild_id).order_by(guild_models.c.name)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        models = []
+        for r in rows:
+            # Older rows may name an environment variable: a server's endpoint never reads the operator's.
+            stored = {k: v for k, v in r["spec"].items() if k not in _SERVER_SPEC_EXCLUDED}
+            try:
+                spec = OpenAIModel.model_validate(stored)
+            except ValidationError:
+                log.warning("guild %s: stored model %r no longer valid, skipped", guild_id, r["name"])
+                continue
+            models.append(CustomModel(r["guild_id"], r["name"], spec, r["created_by"], r["created_at"], r["api_key"]))
+        return models
+
+    async def set_model_key(self, guild_id: int, actor_id: int, name: str, sealed: bytes | None) -> None:
+        """Store (or with None, clear) the sealed API key of this server's model ``name``."""
+        where = (guild_models.c.guild_id == guild_id) & (guild_models.c.name == name)
+        async with self._write.begin() as conn:
+            if (await conn.execute(guild_models.update().where(where).values(api_key=sealed))).rowcount == 0:
+                raise NotFound(f"this server has no model named {name!r}")
+            # That a key was set or cleared, never the key.
+            await self._audit(conn, guild_id, actor_id, "model.key", {"name": name, "set": sealed is not None})
+
+    # conversations
+
+    async def create_conversation(
+        self,
+        thread_id: int,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        tier: Tier,
+        model: str,
+        system_prompt: str | None = None,
+    ) -> Conversation:
+        conv = Conversation(
+            thread_id, guild_id, channel_id, user_id, Tier(tier), model, system_prompt, self._now(), None
+        )
+        row = {k: getattr(conv, k) for k in conversations.c.keys()}
+        try:
+            async with self._write.begin() as conn:
+                await conn.execute(conversations.insert().values(**row))
+        except IntegrityError:
+            raise AlreadyExists(f"thread {thread_id} already has a conversation") from None
+        return conv
+
+    async def get_conversation(self, thread_id: int) -> Conversation | None:
+        query = select(conversations).where(conversations.c.thread_id == thread_id)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().one_or_none()
+        return None if row is None else Conversation(**{**row, "tier": Tier(row["tier"])})
+
+    async def _update_conversation(self, thread_id: int, **values: Any) -> None:
+        where = conversations.c.thread_id == thread_id
+        async with self._write.begin() as conn:
+            if (await conn.execute(conversations.update().where(where).values(**values))).rowcount == 0:
+                raise NotFound(f"no conversation in thread {thread_id}")
+
+    async def set_conversation_tier(self, thread_id: int, tier: Tier, model: str) -> None:
+        await self._update_conversation(thread_id, tier=Tier(tier).value, model=model)
+
+    async def close_conversation(self, thread_id: int) -> None:
+        """Idempotent: a second close keeps the first time."""
+        where = (conversations.c.thread_id == thread_id) & conversations.c.closed_at.is_(None)
+        async with self._write.begin() as conn:
+            result = await conn.execute(conversations.update().where(where).values(closed_at=self._now()))
+        if result.rowcount:
+            return
+        if await self.get_conversation(thread_id) is None:
+            raise NotFound(f"no conversation in thread {thread_id}")
+
+    async def add_message(self, thread_id: int, role: Role, content: str, tokens: int) -> StoredMessage:
+        at = self._now()
+        exists = select(conversations.c.thread_id).where(conversations.c.thread_id == thread_id)
+        async with self._write.begin() as conn:
+            if (await conn.execute(exists)).first() is None:
+                raise NotFound(f"no conversation in thread {thread_id}")
+            row = dict(conversation_id=thread_id, role=role, content=content, tokens=tokens, created_at=at)
+            message_id = (await conn.execute(messages.insert().values(**row).returning(messages.c.id))).scalar_one()
+        return StoredMessage(message_id, role, content, tokens, at)
+
+    async def history(self, thread_id: int, limit: int | None = None) -> list[StoredMessage]:
+        """Oldest first; with ``limit``, the latest ``limit`` messages."""
+        cols = (messages.c.id, messages.c.role, messages.c.content, messages.c.tokens, messages.c.created_at)
+        query = select(*cols).where(messages.c.conversation_id == thread_id).order_by(messages.c.id.desc())
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query if limit is None else query.limit(limit))).all()
+        return [StoredMessage(*r) for r in reversed(rows)]
+
+    # request log and stats
+
+    async def record_request(
+        self,
+        guild_id: int,
+        user_id: int,
+        task: str,
+        tier: Tier,
+        model: str,
+        latency_ms: float,
+        ok: bool,
+        fallback: bool,
+        at: datetime | None = None,
+    ) -> None:
+        row = dict(guild_id=guild_id, user_id=user_id, task=task, tier=Tier(tier).value, model=model)
+        row |= dict(latency_ms=round(latency_ms), ok=ok, fallback=fallback, at=at or self._now())
+        async with self._write.begin() as conn:
+            await conn.execute(request_log.insert().values(**row))
+
+    async def stats(self, guild_id: int, since: datetime | None = None) -> Stats:
+        where = request_log.c.guild_id == guild_id
+        if since is not None:
+            where &= request_log.c.at >= since
+        c = request_log.c
+        counts = select(c.task, c.tier, func.count()).where(where).group_by(c.task, c.tier)
+        flags = select(func.count(), c.ok, c.fallback).where(where).group_by(c.ok, c.fallback)
+        latencies = select(c.model, c.latency_ms).where(where & c.ok)
+        async with self._engine.connect() as conn:
+            by_task_tier = {(t, tier): n for t, tier, n in (await conn.execute(counts)).all()}
+            flag_rows = (await conn.execute(flags)).all()
+            per_model: dict[str, list[int]] = defaultdict(list)
+            for model, ms in (await conn.execute(latencies)).all():
+                per_model[model].append(ms)
+        total = sum(by_task_tier.values())
+        small = sum(n for (_, tier), n in by_task_tier.items() if tier == Tier.SMALL.value)
+        return Stats(
+            total=total,
+            by_task_tier=by_task_tier,
+            small_share=small / total if total else 0.0,
+            median_latency_ms={m: float(statistics.median(v)) for m, v in sorted(per_model.items())},
+            failures=sum(n for n, ok, _ in flag_rows if not ok),
+            fallbacks=sum(n for n, _, fb in flag_rows if fb),
+        )
+
+    # audit log
+
+    async def audit(self, guild_id: int, limit: int = 25) -> list[AuditEntry]:
+        """Newest first."""
+        query = select(audit_log).where(audit_log.c.guild_id == guild_id).order_by(audit_log.c.id.desc())
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query.limit(limit))).mappings().all()
+        return [AuditEntry(**r) for r in rows]

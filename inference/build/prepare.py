@@ -1,0 +1,65 @@
+"""Build everything the catalogue needs into the cache: idempotent, with a progress bar.
+
+Steps: the task classifier (encoder export + training), each ONNX model's export, and each packaged
+transformers model's conversion. Each step skips itself when its output is already there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from tqdm import tqdm
+
+from inference.build.sources import hf_dir
+from inference.catalogue import Catalogue, OnnxModel, TransformersModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Step:
+    label: str
+    run: Callable[[Callable[[str], None]], object]
+
+
+def plan(catalogue: Catalogue, cache_dir: Path) -> list[Step]:
+    steps = [Step("task classifier", partial(_classifier, cache_dir))]
+    for name, spec in catalogue.models.items():
+        if isinstance(spec, OnnxModel):
+            steps.append(Step(f"{name} (ONNX {spec.runtime} {spec.precision})", partial(_onnx, spec, cache_dir)))
+        elif isinstance(spec, TransformersModel) and spec.source.startswith("packaged:"):
+            steps.append(Step(f"{name} (transformers)", partial(_transformers, spec, cache_dir)))
+    return steps
+
+
+def _classifier(cache_dir: Path, say: Callable[[str], None]) -> object:
+    from inference.classifier.train import prepare_classifier
+
+    return prepare_classifier(cache_dir, say)
+
+
+def _onnx(spec: OnnxModel, cache_dir: Path, say: Callable[[str], None]) -> object:
+    from inference.build.export import prepare_onnx
+
+    return prepare_onnx(spec, cache_dir, say)
+
+
+def _transformers(spec: TransformersModel, cache_dir: Path, say: Callable[[str], None]) -> object:
+    return hf_dir(spec.source, cache_dir)
+
+
+def prepare_all(catalogue: Catalogue, cache_dir: Path, *, show_progress: bool = True) -> None:
+    steps = plan(catalogue, cache_dir)
+    with tqdm(total=len(steps), desc="preparing models", unit="step", disable=not show_progress) as bar:
+        for step in steps:
+            bar.set_postfix_str(step.label)
+
+            def say(msg: str, label: str = step.label) -> None:
+                bar.set_postfix_str(f"{label}: {msg}")
+
+            step.run(say)
+            bar.update(1)

@@ -1,0 +1,12 @@
+"""The task classifier: which of the ten tasks a request is, and how hard it is.
+
+- ``features.py``: the lexical cues, as data (shared by training and run time);
+- ``encoder.py``: the int8 MiniLM encoder on ONNX Runtime (run time);
+- ``model.py``: :class:`TaskClassifier`, the run-time classifier (no torch);
+- ``recipe.py``: the declared training recipe and the key that names the artefacts;
+- ``train.py``: set-up time training (``models prepare``); ``evaluate.py``: held-out metrics.
+"""
+
+from inference.classifier.model import TaskClassifier
+
+__all__ = ["TaskClassifier"]

@@ -1,0 +1,293 @@
+"""The Switchboard service: route a request, run it on the chosen tier, fall back when a tier fails.
+
+This is what the CLI and the Discord cogs call. It owns the backends (built and started lazily, each
+behind the resilience layer), knows which unreachable models stand in for which, and reports the
+route that actually answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from inference.backends import build_backend
+from inference.backends.base import ProbeResult
+from inference.catalogue import Catalogue, ModelSpec, RoutingOverrides
+from inference.errors import (
+    BackendUnavailable,
+    InferenceError,
+)
+from inference.router import Router
+from inference.serving.clock import Clock
+from inference.serving.resilience import ResilientBackend
+from inference.types import ChatMessage, GenerationParams, Request, RouteDecision, TaskId, Tier, Timings
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from inference.backends.base import Backend
+    from inference.serving.netguard import Guard
+
+log = logging.getLogger(__name__)
+
+#: Builds a model's backend; None leaves that model to the real builder (tests fake some models, not all).
+BackendFactory = Callable[[str, ModelSpec], "Backend | None"]
+
+
+class Answer:
+    """One answer in progress: iterate it for text; afterwards it tells who answered and how fast."""
+
+    def __init__(
+        self,
+        board: Switchboard,
+        decision: RouteDecision,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        fallback_model: str | None,
+        catalogue: Catalogue,
+    ) -> None:
+        self.request_id = uuid.uuid4().hex[:8]
+        self.decision = decision
+        self.tier: Tier = decision.tier
+        self.model = decision.model
+        self.provider = ""
+        self.notes: list[str] = list(board.notes_for(decision.model))
+        self.timings = Timings()
+        #: The answer ended at the model's output limit (the client enforces it whatever the server does).
+        self.truncated = False
+        self._board = board
+        self._messages = list(messages)
+        self._params = params
+        self._fallback_model = fallback_model
+        self._catalogue = catalogue
+
+    @property
+    def fell_back(self) -> bool:
+        return self.tier is not self.decision.tier
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[str]:
+        attempts = [(self.decision.tier, self.decision.model)]
+        if self._fallback_model is not None:
+            attempts.append((self.decision.tier.other, self._fallback_model))
+        last_error: InferenceError | None = None
+        for i, (tier, model) in enumerate(attempts):
+            # Not started here: the resilience layer starts it inside this request's time budget.
+            backend = self._board.backend_for(model, self._catalogue)
+            is_last = i == len(attempts) - 1
+            if not backend.available and not is_last:
+                self.notes.append(f"{model} is cooling down after repeated failures; the {tier.other} tier answered")
+                continue
+            self.tier, self.model, self.provider = tier, model, backend.provider
+            spec = self._catalogue.get(model) if model in self._catalogue.models else None
+            params = self._params
+            if spec is not None and params.max_new_tokens > spec.max_new_tokens:
+                params = GenerationParams(
+                    max_new_tokens=spec.max_new_tokens,
+                    temperature=params.temperature,
+                    top_p=params.top_p,
+                    stop=params.stop,
+                )
+            stream = backend.stream(self._messages, params)
+            started = False
+            try:
+                async for piece in stream:
+                    started = True
+                    yield piece
+                self.timings = stream.timings
+                self.provider = stream.provider
+                if stream.truncated:
+                    self.truncated = True
+                    self.notes.append(f"the answer was cut off at {model}'s output limit")
+                return
+            except InferenceError as exc:
+                self.timings = stream.timings
+                log.warning(
+                    "request %s: %s on %s (%s tier) failed: %s",
+                    self.request_id,
+                    type(exc).__name__,
+                    model,
+                    tier.value,
+                    exc,
+                )
+                # A bad request never goes to a bigger model, and half an answer can't be retried.
+                if started or not exc.fallback or is_last:
+                    raise
+                last_error = exc
+                self.notes.append(f"the {tier.value} tier failed ({exc.short}); the {tier.other} tier answered")
+            finally:
+                await stream.aclose()
+        raise last_error or BackendUnavailable("no model available")
+
+
+def _backend_key(name: str, spec: ModelSpec) -> str:
+    # Same name, other spec (a server edited its endpoint): another backend.
+    return f"{name}:{hash(spec.model_dump_json())}"
+
+
+class Switchboard:
+    def __init__(
+        self,
+        router: Router,
+        *,
+        cache_dir: Path,
+        session: aiohttp.ClientSession | None = None,
+        guard: Guard | None = None,
+        backend_factory: BackendFactory | None = None,
+        clock: Clock | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.router = router
+        #: The operator's environment, for the operator catalogue's ``api_key_env`` (never for server models).
+        self._env = env
+        self.catalogue = router.catalogue
+        self.cache_dir = cache_dir
+        self._session = session
+        #: Checks endpoints that server admins add (server-side request forgery).
+        self.guard = guard
+        self._factory = backend_factory
+        self._clock = clock
+        self._backends: dict[str, ResilientBackend] = {}
+        #: unreachable model -> local stand-in, decided at start-up
+        self.substitutes: dict[str, str] = {}
+        #: What the start-up probe found, per probed model.
+        self.probes: dict[str, ProbeResult] = {}
+
+    # -- start-up -------------------------------------------------------------------------------
+    async def start(self, *, probe: bool = True, warm: Iterable[str] = ()) -> list[str]:
+        """Probe models that have a fallback; substitute unreachable ones. Returns start-up notes."""
+        notes: list[str] = []
+        if probe:
+            for name in self._routed_models():
+                spec = self.catalogue.get(name)
+                if spec.fallback is None:
+                    continue
+                backend = self.backend_for(name)
+                try:
+                    result = await backend.probe_status()
+                except Exception as exc:
+                    log.debug("probe of %s failed: %r", name, exc)
+                    result = ProbeResult.UNREACHABLE
+                self.probes[name] = result
+                if result is ProbeResult.HEALTHY:
+                    log.info("start-up probe: %s (%s tier) is healthy at %s", name, spec.tier.value, backend.provider)
+                    continue
+                # Refused credentials will not fix themselves either: a stand-in answers, and the note says why.
+                self.substitutes[name] = spec.fallback
+                why = "refused our credentials" if result is ProbeResult.REFUSED else "is not reachable"
+                note = f"{name} ({spec.tier.value} tier) {why} at {backend.provider}; {spec.fallback} stands in for it"
+                log.warning(note)
+                notes.append(note)
+        for name in warm:
+            await self.backend(self.resolve(name))
+        return notes
+
+    def _routed_models(self) -> list[str]:
+        policy = self.router.policy
+        return sorted({*policy.models.values(), *policy.task_models.values()})
+
+    def resolve(self, name: str) -> str:
+        seen = set()
+        while name in self.substitutes and name not in seen:
+            seen.add(name)
+            name = self.substitutes[name]
+        return name
+
+    def _why_substituted(self, model: str) -> str:
+        return "credentials refused" if self.probes.get(model) is ProbeResult.REFUSED else "unreachable"
+
+    def notes_for(self, model: str) -> list[str]:
+        return [f"{m} {self._why_substituted(m)}; {s} stands in" for m, s in self.substitutes.items() if s == model]
+
+    def backend_for(self, name: str, catalogue: Catalogue | None = None) -> ResilientBackend:
+        """The model's backend, built if need be but not started: cheap, synchronous, no lock.
+
+        Starting (DNS, sessions, weights) happens in the resilience layer, inside a request's timeouts.
+        """
+        catalogue = catalogue or self.catalogue
+        spec = catalogue.get(name)
+        key = _backend_key(name, spec)
+        wrapped = self._backends.get(key)
+        if wrapped is None:
+            raw = self._factory(name, spec) if self._factory else None
+            if raw is None:  # no factory, or it left this model to the real builder
+                raw = build_backend(
+                    name,
+                    spec,
+                    cache_dir=self.cache_dir,
+                    session=self._session,
+                    # A server admin's endpoint: guarded against SSRF, and blind to the operator's environment.
+                    guard=self.guard if name in catalogue.untrusted else None,
+                    env=None if name in catalogue.untrusted else self._env,
+                )
+            wrapped = self._backends[key] = ResilientBackend(raw, spec, clock=self._clock)
+        return wrapped
+
+    async def backend(self, name: str, catalogue: Catalogue | None = None, *, start: bool = True) -> ResilientBackend:
+        """:meth:`backend_for`, started when ``start`` (concurrent callers share one start)."""
+        wrapped = self.backend_for(name, catalogue)
+        if start:
+            await wrapped.start()
+        return wrapped
+
+    # -- requests -------------------------------------------------------------------------------
+    def route(
+        self,
+        request: Request,
+        *,
+        task: TaskId | None = None,
+        overrides: RoutingOverrides | None = None,
+        catalogue: Catalogue | None = None,
+    ) -> RouteDecision:
+        decision = self.router.route(request, task=task, overrides=overrides, catalogue=catalogue)
+        actual = self.resolve(decision.model)
+        if actual != decision.model:
+            why = self._why_substituted(decision.model)
+            reason = f"{decision.reason}; {decision.model} {why} at start-up, local {actual} stands in"
+            decision = replace(decision, model=actual, reason=reason)
+        return decision
+
+    def answer(
+        self,
+        decision: RouteDecision,
+        messages: Sequence[ChatMessage],
+        *,
+        params: GenerationParams | None = None,
+        overrides: RoutingOverrides | None = None,
+        catalogue: Catalogue | None = None,
+        allow_fallback: bool = True,
+    ) -> Answer:
+        policy = overrides.apply(self.router.policy) if overrides else self.router.policy
+        fallback = self.resolve(policy.models[decision.tier.other]) if allow_fallback else None
+        if fallback == decision.model:
+            fallback = None
+        return Answer(self, decision, messages, params or GenerationParams(), fallback, catalogue or self.catalogue)
+
+    def health(self, name: str, catalogue: Catalogue | None = None) -> str:
+        """Words for ``/models list``, without starting anything: 'healthy', 'unreachable; X stands in',
+        'credentials refused; X stands in', 'cooling down (Ns left)' or 'not loaded yet'."""
+        if name in self.substitutes:
+            return f"{self._why_substituted(name)}; {self.substitutes[name]} stands in"
+        spec = (catalogue or self.catalogue).models.get(name)
+        if spec is None:
+            return "unknown"
+        wrapped = self._backends.get(_backend_key(name, spec))
+        if wrapped is not None and not wrapped.available:
+            return f"cooling down ({wrapped.cooldown_remaining:.0f}s left)"
+        if wrapped is not None and (wrapped.started or self.probes.get(name) is ProbeResult.HEALTHY):
+            return "healthy"
+        return "not loaded yet"
+
+    async def aclose(self) -> None:
+        backends, self._backends = list(self._backends.values()), {}
+        for backend in backends:
+            try:
+                await backend.aclose()
+            except Exception:
+                log.exception("closing %s failed", backend.name)
