@@ -53,6 +53,9 @@ format: $(STAMP)
 bench: setup
 	$(PY) bench/routing.py
 	$(PY) bench/small_tier.py
+	$(PY) bench/classifier.py
+	$(PY) bench/constraints.py
+	$(PY) bench/tasks.py
 
 clean:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""Entry point: `python -m bot [run|route|ask|models]`. The one place that reads settings."""
+"""Entry point: `python -m bot [run|route|ask|classify|json|models]`. The one place that reads settings."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -27,11 +28,26 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("text", help="the request")
     ask.add_argument("--task", choices=TASKS, help="force the task instead of classifying")
     ask.add_argument("--max-new-tokens", type=int, default=256)
+    classify = sub.add_parser("classify", help='label TEXT with one of --labels; prints {"labels", "scores"}')
+    classify.add_argument("text", help="the text to label")
+    classify.add_argument("--labels", required=True, type=_labels, help="comma-separated labels, e.g. a,b,c")
+    classify.add_argument("--multi", action="store_true", help="every label that applies, not just one")
+    jsonp = sub.add_parser("json", help="answer PROMPT with only a JSON document valid against --schema")
+    jsonp.add_argument("prompt", help="the request")
+    jsonp.add_argument("--schema", required=True, type=Path, metavar="FILE", help="a JSON Schema file")
+    jsonp.add_argument("--max-new-tokens", type=int, default=512)
     models = sub.add_parser("models", help="manage the model catalogue")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     msub.add_parser("prepare", help="build/export the catalogue's models into the cache")
     msub.add_parser("list", help="list the catalogue's models")
     return parser
+
+
+def _labels(value: str) -> list[str]:
+    labels = list(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if len(labels) < 2:
+        raise argparse.ArgumentTypeError("give at least two comma-separated labels, e.g. positive,negative")
+    return labels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +110,30 @@ def _dispatch(args: argparse.Namespace, settings: object) -> int:
                 policy=policy,
                 cache_dir=settings.cache_dir,
                 task=args.task,
+                max_new_tokens=args.max_new_tokens,
+                env=env,
+            )
+        )
+    if command == "classify":
+        return asyncio.run(
+            cli.classify_command(
+                args.text,
+                args.labels,
+                catalogue=catalogue,
+                policy=policy,
+                cache_dir=settings.cache_dir,
+                multi=args.multi,
+                env=env,
+            )
+        )
+    if command == "json":
+        return asyncio.run(
+            cli.json_command(
+                args.prompt,
+                args.schema,
+                catalogue=catalogue,
+                policy=policy,
+                cache_dir=settings.cache_dir,
                 max_new_tokens=args.max_new_tokens,
                 env=env,
             )

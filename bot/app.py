@@ -19,6 +19,7 @@ from bot.answering import AnswerService
 from bot.conversations import ConversationService
 from bot.delivery import Delivery
 from bot.endpoints import EndpointService
+from bot.everyday import EverydayService
 from bot.keybox import KeyBox
 from bot.ratelimit import RateLimiter
 from bot.settings import Settings
@@ -27,7 +28,7 @@ from inference.serving.service import Switchboard
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.ask", "cogs.chat", "cogs.admin", "cogs.stats", "cogs.help")
+EXTENSIONS = ("cogs.ask", "cogs.chat", "cogs.everyday", "cogs.admin", "cogs.stats", "cogs.help")
 
 
 class RedactFormValues(logging.Filter):
@@ -130,6 +131,7 @@ class SwitchboardBot(commands.Bot):
         self.delivery = Delivery(self.answers, self.limiter, settings, clock)
         self.conversations = ConversationService(store, board)
         self.endpoints = EndpointService(board, store, self.keybox)
+        self.everyday = EverydayService(self.answers, self.delivery, settings, clock)
         self._jobs: set[asyncio.Task[object]] = set()
         self.closing = False
         self._close_task: asyncio.Task[None] | None = None

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 
 import discord
 
-from bot.answering import AnswerService, Prepared, UserError
+from bot.answering import AnswerService, Prepared, Scope, UserError
 from bot.ratelimit import RateLimiter
 from bot.replies import StreamingReply, Upload, footer
 from bot.settings import Settings
 from bot.storage import GuildConfig
 from inference.errors import InferenceError
-from inference.types import Attachment, ChatMessage, TaskId, Tier
+from inference.tasks.base import Rendered
+from inference.types import Attachment, ChatMessage, Request, TaskId, Tier
 
 log = logging.getLogger(__name__)
 
@@ -89,25 +90,11 @@ class Delivery:
         """
         service = self.answers
         clock = clock or self.clock
+        admitted = await self.admit(target, ask, [ask.prompt], attachments=ask.attachments)
+        if admitted is None:
+            return None
+        scope, (request,) = admitted
         try:
-            if ask.guild_id is None and not self.settings.allow_dms:
-                await target.refuse(DMS_OFF)
-                return None
-            scope = await service.scope(ask.guild_id)
-            config = scope.config
-            if not config.channel_allowed(ask.channel_id):
-                await target.refuse(wrong_channel_note(config))
-                return None
-            # Bad input is refused before it costs the user a request from their quota.
-            request = service.validate(ask.prompt, ask.attachments, config)
-            # Direct messages too (key (None, user), default limits): they would otherwise be unlimited.
-            # Roles an admin exempted (moderators, a support team) are never limited and use no bucket.
-            key, rate, burst = (ask.guild_id, ask.user_id), config.rate_limit_per_minute, config.rate_limit_burst
-            verdict = None if config.rate_limit_exempt(ask.role_ids) else self.limiter.check(key, rate, burst)
-            if verdict is not None and not verdict.allowed:
-                wait = max(1, math.ceil(verdict.retry_after))
-                await target.refuse(f"You're sending requests too fast; try again in {wait} s.")
-                return None
             decision = service.route(request, scope, task=ask.task, keep_tier=ask.keep_tier)
             prepared = await service.start(
                 decision,
@@ -121,6 +108,33 @@ class Delivery:
             return None
         return await self._stream(target, ask, prepared, clock)
 
+    async def admit(
+        self, target: Target, ask: Ask, texts: Sequence[str], *, attachments: Sequence[Attachment] = ()
+    ) -> tuple[Scope, list[Request]] | None:
+        """The checks every request passes before any model runs: DMs allowed, the channel allowed, the input
+        valid (each of ``texts``), the rate limit. None (after telling the user privately) when refused."""
+        service = self.answers
+        try:
+            if ask.guild_id is None and not self.settings.allow_dms:
+                raise UserError(DMS_OFF)
+            scope = await service.scope(ask.guild_id)
+            config = scope.config
+            if not config.channel_allowed(ask.channel_id):
+                raise UserError(wrong_channel_note(config))
+            # Bad input is refused before it costs the user a request from their quota.
+            requests = [service.validate(text, attachments, config) for text in texts]
+            # Direct messages too (key (None, user), default limits): they would otherwise be unlimited.
+            # Roles an admin exempted (moderators, a support team) are never limited and use no bucket.
+            key, rate, burst = (ask.guild_id, ask.user_id), config.rate_limit_per_minute, config.rate_limit_burst
+            verdict = None if config.rate_limit_exempt(ask.role_ids) else self.limiter.check(key, rate, burst)
+            if verdict is not None and not verdict.allowed:
+                wait = max(1, math.ceil(verdict.retry_after))
+                raise UserError(f"You're sending requests too fast; try again in {wait} s.")
+        except UserError as exc:
+            await target.refuse(str(exc))
+            return None
+        return scope, requests
+
     async def _stream(self, target: Target, ask: Ask, prepared: Prepared, clock: Callable[[], float]) -> Outcome:
         service = self.answers
         decision = prepared.decision
@@ -128,14 +142,24 @@ class Delivery:
         reply = StreamingReply(
             target.edit, target.send, clock=clock, max_messages=self.settings.max_reply_messages, upload=target.upload
         )
+        if prepared.notice is not None:
+            return await self._notice(reply, prepared, prepared.notice)
+        pipeline = prepared.pipeline
+        # A pipeline whose post-processing reshapes the text (code fences, a bare label) shows it once written.
+        live = pipeline is None or pipeline.streams
         started = time.perf_counter()
         shown_from = clock()
         ok = False
         parts: list[str] = []
+        rendered = Rendered("")
         try:
             async for piece in answer:
                 parts.append(piece)
-                await reply.push(piece)
+                if live:
+                    await reply.push(piece)
+            rendered = pipeline.finish("".join(parts), prompt=prepared.prompt) if pipeline else Rendered("".join(parts))
+            if not live:
+                await reply.push(rendered.text)
             ok = True
         except InferenceError as exc:
             log.warning("request %s failed: %s: %s", answer.request_id, type(exc).__name__, exc)
@@ -164,7 +188,27 @@ class Delivery:
                 decision.task, answer.tier.value, answer.model, clock() - shown_from, "; ".join(notes) or None
             )
             await _settle(reply.finish(final), answer.request_id)
-        return Outcome(prepared, "".join(parts), ok)
+            await self._attach(target, rendered, answer.request_id)
+        return Outcome(prepared, rendered.text if ok else "".join(parts), ok)
+
+    async def _notice(self, reply: StreamingReply, prepared: Prepared, notice: str) -> Outcome:
+        """A task that cannot be served yet: say so, honestly, with no model run (nor counted as one)."""
+        decision = prepared.decision
+        final = footer(decision.task, decision.tier.value, decision.model, 0.0, "no model was run")
+        await reply.push(notice)
+        await _settle(reply.finish(final), prepared.answer.request_id)
+        return Outcome(prepared, notice, ok=False)
+
+    @staticmethod
+    async def _attach(target: Target, rendered: Rendered, request_id: str) -> None:
+        """The answer's files (a long code answer as ``answer.py``) after its last message."""
+        if target.upload is None:
+            return
+        for name, data in rendered.files:
+            try:
+                await target.upload(f"📎 {name}", name, data)
+            except (discord.Forbidden, discord.NotFound, discord.HTTPException) as exc:
+                log.warning("request %s: file %s not delivered: %s", request_id, name, exc)
 
 
 async def _settle(closing: Awaitable[None], request_id: str) -> None:

@@ -37,13 +37,23 @@ def command_lines(tree: app_commands.CommandTree, *, admin: bool, in_guild: bool
             continue
         if command.guild_only and not in_guild:
             continue
+        # Names, required options and what they do; Discord shows the optional ones as the member types.
         if isinstance(command, app_commands.Group):
             subs = "|".join(sub.name for sub in command.commands)
-            lines.append(f"`/{command.name} {subs}` · {command.description}")
+            lines.append(f"`/{command.name} {subs}` · {_short(command.description)}")
         else:
-            params = " ".join(f"[{p.name}]" if not p.required else p.name for p in command.parameters)
-            lines.append(f"`/{command.name}{' ' + params if params else ''}` · {command.description}")
+            required = " ".join(p.name for p in command.parameters if p.required)
+            lines.append(f"`/{command.name}{' ' + required if required else ''}` · {_short(command.description)}")
+    menus = [c.name for c in tree.get_commands(type=discord.AppCommandType.message)]
+    if menus and in_guild:
+        lines.append(f"Right-click a message → **Apps**: {', '.join(menus)}")
     return lines
+
+
+def _short(description: str, limit: int = 70) -> str:
+    """The description up to its first sentence end, and at most ``limit`` characters, cut at a word."""
+    text = description.split(". ")[0].rstrip(".")
+    return text if len(text) <= limit else text[: text.rfind(" ", 0, limit)] + " …"
 
 
 def routing_table(answers: AnswerService, scope: Scope) -> str:

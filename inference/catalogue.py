@@ -75,6 +75,8 @@ class _ModelBase(_Strict):
     limits: Limits = Limits()
     #: Name of another catalogue model used when this one cannot be reached at start-up.
     fallback: str | None = None
+    #: A base (not instruction-tuned) model: the completion task prefers one, as a continuation is what it does best.
+    base: bool = False
 
 
 class OnnxModel(_ModelBase):

@@ -6,7 +6,12 @@ Contract (other tools depend on it):
   line per input, in order, flushed per line. A malformed line gets ``{"error": "..."}``, and so does a
   line over :data:`MAX_LINE_BYTES` (read in bounded pieces and skipped) or one that is not UTF-8; the
   reader goes on with the next line. A reader that goes away (``| head -1``) ends the command quietly.
-- ``ask "TEXT"`` streams the answer to stdout and the route to stderr.
+- ``ask "TEXT"`` streams the answer to stdout and the route to stderr (``--task`` forces the task, whose
+  pipeline frames the request). The route's JSON line on stderr carries ``tokens`` (generated) and
+  ``tokens_per_s``; ``classify`` and ``json`` print the same line.
+- ``classify TEXT --labels a,b,c [--multi]`` prints exactly ``{"labels": [...], "scores": {...}}``.
+- ``json PROMPT --schema FILE`` prints only the JSON document; exit 1 with an error on stderr when no valid
+  document could be produced, exit 2 for a schema that can't be read or used.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ from inference.catalogue import Catalogue, RoutingPolicy, load_catalogue, load_r
 
 if TYPE_CHECKING:
     from inference.serving.service import Switchboard
-from inference.types import Attachment, ChatMessage, GenerationParams, Request, TaskId
+from inference.types import Attachment, Request, RouteDecision, TaskId
+
+if TYPE_CHECKING:
+    from inference.serving.service import Answer
 
 
 class AttachmentIn(BaseModel):
@@ -157,47 +165,180 @@ async def ask_command(
     env: Mapping[str, str] | None = None,
 ) -> int:
     from inference.errors import InferenceError
+    from inference.tasks.base import pipeline_for
 
     board, notes = await build_switchboard(catalogue, policy, cache_dir, env)
     for note in notes:
         print(f"note: {note}", file=stderr)
     try:
         decision = board.route(Request(text=text), task=task)
-        answer = board.answer(
-            decision,
-            [ChatMessage("user", text)],
-            params=GenerationParams(max_new_tokens=max_new_tokens),
-        )
+        pipeline = pipeline_for(decision.task)
+        prepared = pipeline.prepare(text, max_new_tokens=max_new_tokens)
+        answer = board.answer(decision, prepared.messages, params=prepared.params)
+        if prepared.notice is not None:  # the task can't be served yet: it says so, and no model runs
+            print(prepared.notice, file=stdout)
+            print_route(decision, answer, 0.0, stderr)
+            return 0
         await board.backend(decision.model)  # load first, so the timings are the answer's, not the load's
         started = time.perf_counter()
+        parts: list[str] = []
         try:
             async for piece in answer:
-                stdout.write(piece)
-                stdout.flush()
+                parts.append(piece)
+                if pipeline.streams:
+                    stdout.write(piece)
+                    stdout.flush()
         except InferenceError as exc:
             print(f"\nerror: {answer.model} failed: {exc} (request {answer.request_id})", file=stderr)
             return 1
+        if not pipeline.streams:  # shown once post-processed (a code block fenced, a bare label)
+            stdout.write(pipeline.finish("".join(parts), prompt=text).text)
         stdout.write("\n")
-        t = answer.timings
-        ttft = f"{t.first_token_s:.2f}s" if t.first_token_s is not None else "-"
-        route = {
-            "task": decision.task,
-            "tier": answer.tier.value,
-            "model": answer.model,
-            "provider": answer.provider,
-            "time_to_first_token_s": round(t.first_token_s, 3) if t.first_token_s is not None else None,
-            "total_s": round(time.perf_counter() - started, 3),
-            "reason": decision.reason,
-            "notes": answer.notes,
-        }
-        print(
-            f"route: {decision.task} -> {answer.tier.value} / {answer.model} via {answer.provider}; "
-            f"first token {ttft}, total {route['total_s']:.2f}s",
-            file=stderr,
-        )
-        for note in answer.notes:
-            print(f"note: {note}", file=stderr)
-        print(json.dumps(route), file=stderr)
+        print_route(decision, answer, time.perf_counter() - started, stderr)
+        return 0
+    finally:
+        await board.aclose()
+
+
+def print_route(decision: RouteDecision, answer: Answer | None, total_s: float, stderr: TextIO) -> None:
+    """The route on stderr: one line for people, then one JSON line (with generated tokens and tokens/s)."""
+    t = answer.timings if answer is not None else None
+    first = t.first_token_s if t is not None else None
+    tokens = t.tokens if t is not None else 0
+    rate = t.tokens_per_s if t is not None else None
+    if rate is None:  # fewer than two tokens: the plain average (0 when nothing was generated)
+        rate = tokens / total_s if tokens and total_s > 0 else 0.0
+    tier = answer.tier.value if answer is not None else decision.tier.value
+    model = answer.model if answer is not None else decision.model
+    provider = answer.provider if answer is not None else ""
+    answer_notes = list(answer.notes) if answer is not None else []
+    route = {
+        "task": decision.task,
+        "tier": tier,
+        "model": model,
+        "provider": provider,
+        "time_to_first_token_s": round(first, 3) if first is not None else None,
+        "total_s": round(total_s, 3),
+        "tokens": tokens,
+        "tokens_per_s": round(rate, 2),
+        "reason": decision.reason,
+        "notes": answer_notes,
+    }
+    ttft = f"{first:.2f}s" if first is not None else "-"
+    print(
+        f"route: {decision.task} -> {tier} / {model} via {provider or '-'}; first token {ttft}, "
+        f"total {total_s:.2f}s, {tokens} tokens, {rate:.1f} tokens/s",
+        file=stderr,
+    )
+    for note in answer_notes:
+        print(f"note: {note}", file=stderr)
+    print(json.dumps(route), file=stderr)
+
+
+async def classify_command(
+    text: str,
+    labels: list[str],
+    *,
+    catalogue: Catalogue,
+    policy: RoutingPolicy,
+    cache_dir: Path,
+    multi: bool = False,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Print ``{"labels": [...], "scores": {...}}``: only labels from ``labels``, with a score for each."""
+    from inference.errors import InferenceError
+    from inference.structured import SchemaError
+    from inference.structured import classify as classify_labels
+
+    board, notes = await build_switchboard(catalogue, policy, cache_dir, env)
+    for note in notes:
+        print(f"note: {note}", file=stderr)
+    try:
+        decision = board.route(Request(text=text), task="classification")
+        await board.backend(decision.model)
+        started = time.perf_counter()
+        try:
+            result = await classify_labels(board, decision, text, labels, multi=multi)
+        except SchemaError as exc:
+            print(f"error: {exc}", file=stderr)
+            return 2
+        except InferenceError as exc:
+            print(f"error: {exc.user_text} ({exc})", file=stderr)
+            return 1
+        print(json.dumps({"labels": result.labels, "scores": result.scores}), file=stdout)
+        print_route(decision, result.answer, time.perf_counter() - started, stderr)
+        return 0
+    finally:
+        await board.aclose()
+
+
+def read_schema(path: Path) -> dict[str, object]:
+    """The JSON Schema in ``path``, checked against the supported subset (ValueError names the problem)."""
+    from inference.structured import SchemaError, check_schema
+
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"can't read the schema file {path}: {exc}") from None
+    try:
+        schema = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the schema file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    try:
+        return check_schema(schema)
+    except SchemaError as exc:
+        raise ValueError(f"the schema in {path} can't be used: {exc}") from None
+
+
+async def json_command(
+    prompt: str,
+    schema_path: Path,
+    *,
+    catalogue: Catalogue,
+    policy: RoutingPolicy,
+    cache_dir: Path,
+    max_new_tokens: int = 512,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Print only a JSON document valid against the schema; exit 1 when none could be produced."""
+    from dataclasses import replace
+
+    from inference.errors import InferenceError
+    from inference.structured import generate, json_constraint
+    from inference.tasks.base import pipeline_for
+
+    try:
+        schema = read_schema(schema_path)
+    except ValueError as exc:
+        print(f"error: {exc}", file=stderr)
+        return 2
+    board, notes = await build_switchboard(catalogue, policy, cache_dir, env)
+    for note in notes:
+        print(f"note: {note}", file=stderr)
+    try:
+        decision = board.route(Request(text=prompt), task="grammar")
+        # The model is told the shape (field names matter to it); decoding and validation hold it to it.
+        request = f"{prompt}\n\nReply with only a JSON document valid against this JSON Schema:\n{json.dumps(schema)}"
+        prepared = pipeline_for("grammar").prepare(request, max_new_tokens=max_new_tokens)
+        await board.backend(decision.model)
+        started = time.perf_counter()
+        try:
+            result = await generate(
+                board,
+                decision,
+                prepared.messages,
+                json_constraint(schema),
+                params=replace(prepared.params, constraint=None),
+            )
+        except InferenceError as exc:
+            print(f"error: no valid JSON document: {exc.user_text} ({exc})", file=stderr)
+            return 1
+        print(json.dumps(result.value, ensure_ascii=False), file=stdout)
+        print_route(decision, result.answer, time.perf_counter() - started, stderr)
         return 0
     finally:
         await board.aclose()

@@ -87,6 +87,14 @@ class Router:
                 why.append(f"model {model} set for {chosen}")
             else:
                 why.append(f"{task_model} is a {spec.tier.value}-tier model; using {model}")
+        elif chosen == "completion" and not getattr(catalogue.models.get(model), "base", False):
+            # A continuation is what a base model does best: one of the same tier serves it where there is one.
+            base = sorted(
+                n for n, s in catalogue.models.items() if s.base and s.tier is tier and n not in catalogue.untrusted
+            )
+            if base:
+                model = base[0]
+                why.append(f"base model {model} preferred for completion")
         return RouteDecision(
             task=chosen,
             tier=tier,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 TaskId = Literal[
     "classification",
@@ -96,11 +96,42 @@ class ChatMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Constraint:
+    """What an output must be, enforced while decoding wherever the backend can (guided decoding).
+
+    ``json_schema``: a JSON document valid against ``schema``; ``regex``: text matching ``pattern`` in full;
+    ``choice``: exactly one of ``choices``. Built and checked by :mod:`inference.structured`.
+    """
+
+    kind: Literal["json_schema", "regex", "choice"]
+    schema: dict[str, Any] | None = None
+    pattern: str | None = None
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationParams:
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
+    #: Structure guaranteed during decoding (None: free text).
+    constraint: Constraint | None = None
+    #: Continue the text as it is, without a chat template (completion on a base model): the messages'
+    #: contents are joined and the model writes what comes next.
+    raw: bool = False
+    #: Ask for each generated token's log-probability with this many alternatives (0: none), where the
+    #: backend exposes them (OpenAI-compatible ``logprobs``/``top_logprobs``); read from ``TokenStream.logprobs``.
+    logprobs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token with its log-probability and the most likely alternatives at that step."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,16 @@ log = logging.getLogger(__name__)
 ROUTE_FIELDS = ("task_models", "threshold")
 
 
+class TaskFraming(BaseModel):
+    """A server's changes to one task's framing (``/tasks set``); None keeps the pipeline's default."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    system: str | None = Field(default=None, min_length=1, max_length=4000)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_new_tokens: int | None = Field(default=None, ge=1, le=4096)
+
+
 class GuildConfig(BaseModel):
     """One server's settings. Missing values mean the default below."""
 
@@ -41,6 +51,8 @@ class GuildConfig(BaseModel):
     #: Members with any of these roles are never rate limited.
     exempt_roles: list[int] = Field(default_factory=list, max_length=100)
     max_prompt_chars: int = Field(default=4000, ge=1, le=100_000)
+    #: Task id -> the server's framing for it (system text, temperature, length), on top of the pipeline's.
+    task_framing: dict[TaskId, TaskFraming] = Field(default_factory=dict)
 
     # --- the rules --------------------------------------------------------------------------------------
 
@@ -56,6 +68,11 @@ class GuildConfig(BaseModel):
         """Whether the bot answers in ``channel_id`` (a thread's parent; None, where there is none, is
         allowed only when the server allows every channel)."""
         return not self.allowed_channels or channel_id in self.allowed_channels
+
+    def framing_for(self, task: TaskId) -> dict[str, Any]:
+        """What the server set for ``task`` (only the fields it set; empty when none)."""
+        framing = self.task_framing.get(task)
+        return {} if framing is None else framing.model_dump(exclude_none=True)
 
     def system_prompt_for(self, channel_id: int) -> str | None:
         return self.channel_system_prompts.get(channel_id)

@@ -190,6 +190,24 @@ class Store:
 
         return await self._change_config(guild_id, actor_id, "prompt.set" if prompt else "prompt.clear", edit)
 
+    async def set_task_framing(
+        self, guild_id: int, actor_id: int, task: TaskId, changes: dict[str, Any] | None
+    ) -> GuildConfig:
+        """Merge ``changes`` into one task's framing; None = back to the pipeline's defaults. Read and written in
+        one transaction, so two admins changing framings at once both keep their change."""
+
+        def edit(config: GuildConfig) -> dict[str, Any]:
+            framing = {t: f.model_dump(exclude_none=True) for t, f in config.task_framing.items() if t != task}
+            if changes is not None:
+                merged = {
+                    **(config.task_framing[task].model_dump(exclude_none=True) if task in config.task_framing else {}),
+                    **changes,
+                }
+                framing[task] = merged
+            return {"task_framing": framing}
+
+        return await self._change_config(guild_id, actor_id, "tasks.set" if changes else "tasks.reset", edit)
+
     async def reset_guild_routes(self, guild_id: int, actor_id: int) -> GuildConfig:
         """Back to the routing policy: task models and threshold return to their defaults."""
         return await self._change_config(guild_id, actor_id, "routes.reset", lambda _: {}, unset=ROUTE_FIELDS)

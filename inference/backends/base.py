@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from enum import StrEnum
 from typing import ClassVar
 
-from inference.types import ChatMessage, GenerationParams, Timings
+from inference.types import ChatMessage, GenerationParams, Timings, TokenLogprob
 
 #: Characters one token may stand for, on average over an answer, before the client calls the output too
 #: long. Generous (English averages about 4, code with long whitespace runs rarely 8): it only has to stop
@@ -70,6 +70,8 @@ class TokenStream:
         self._limit = limit
         #: The answer ended at an output limit (this stream's, or one a wrapped stream reported).
         self.truncated = False
+        #: Per-token log-probabilities, when ``params.logprobs`` asked and the backend exposes them.
+        self.logprobs: list[TokenLogprob] = []
         self._started = time.perf_counter()
 
     @classmethod

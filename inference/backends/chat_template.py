@@ -27,8 +27,13 @@ class GenerationStats:
     finish_reason: FinishReason | None = None
 
 
-def render_prompt(tokenizer: Any, messages: Sequence[ChatMessage]) -> str:
-    """The conversation as the model's chat template renders it, ending with the assistant prefix."""
+def render_prompt(tokenizer: Any, messages: Sequence[ChatMessage], *, raw: bool = False) -> str:
+    """The conversation as the model's chat template renders it, ending with the assistant prefix.
+
+    ``raw``: no template at all, the messages' contents joined by blank lines (a text to continue).
+    """
+    if raw:
+        return raw_prompt(messages)
     convo = [{"role": m.role, "content": m.content} for m in messages]
     if getattr(tokenizer, "chat_template", None):
         return str(tokenizer.apply_chat_template(convo, add_generation_prompt=True, tokenize=False))
@@ -37,13 +42,20 @@ def render_prompt(tokenizer: Any, messages: Sequence[ChatMessage]) -> str:
     return "\n".join([*lines, "assistant:"])
 
 
-def encode_prompt(tokenizer: Any, messages: Sequence[ChatMessage], *, max_prompt_tokens: int) -> list[int]:
+def raw_prompt(messages: Sequence[ChatMessage]) -> str:
+    """The messages' contents as one text to continue (completion on a base model: no roles, no template)."""
+    return "\n\n".join(m.content for m in messages if m.content)
+
+
+def encode_prompt(
+    tokenizer: Any, messages: Sequence[ChatMessage], *, max_prompt_tokens: int, raw: bool = False
+) -> list[int]:
     """Token ids of the rendered prompt, keeping the most recent ``max_prompt_tokens``.
 
     ``add_special_tokens=False``: the template already holds the special tokens, and the SmolLM2
     tokenizer has ``add_bos_token`` set, which would put a second ``<|im_start|>`` in front.
     """
-    text = render_prompt(tokenizer, messages)
+    text = render_prompt(tokenizer, messages, raw=raw)
     ids: list[int] = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if len(ids) > max_prompt_tokens:
         # The conversation trimmer upstream should have done this; cutting the oldest tokens beats failing.

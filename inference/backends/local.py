@@ -22,6 +22,7 @@ from inference.backends.chat_template import (
     budget,
     encode_prompt,
 )
+from inference.backends.guidance import GuidanceTokenizers, guidance_processor
 from inference.backends.threaded import iterate_in_thread
 from inference.catalogue import OnnxModel, TransformersModel
 from inference.errors import BackendUnavailable, InferenceError
@@ -42,6 +43,7 @@ class LocalBackend(Backend):
         # optimum's wrapper keeps per-call state on the model object).
         self._lock = threading.Lock()
         self.last_run: GenerationStats | None = None
+        self._guidance = GuidanceTokenizers()
 
     @property
     def context_window(self) -> int:
@@ -61,6 +63,17 @@ class LocalBackend(Backend):
         if self._tokenizer is None:
             return super().count_tokens(text)
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _logits_processors(self, prompt: list[int], params: GenerationParams) -> list[Any]:
+        """What transformers' ``generate`` needs to honour ``params.constraint`` (nothing without one)."""
+        if params.constraint is None:
+            return []
+        n_vocab = int(self._model.config.vocab_size)  # the logits' width, which may exceed the tokenizer's
+        processor = guidance_processor(
+            self._guidance, self._tokenizer, params.constraint,
+            n_vocab=n_vocab, eos_ids=sorted(self._eos_ids), prompt_len=len(prompt),
+        )  # fmt: skip
+        return [processor]
 
     @abc.abstractmethod
     def _load(self) -> None:
@@ -84,7 +97,7 @@ class LocalBackend(Backend):
                 stats.finish_reason = "cancelled"
                 return
             try:
-                prompt = encode_prompt(tokenizer, messages, max_prompt_tokens=max_prompt)
+                prompt = encode_prompt(tokenizer, messages, max_prompt_tokens=max_prompt, raw=params.raw)
                 stats.prompt_tokens = len(prompt)
                 ids = self._token_ids(prompt, params, max_new, stop)
                 yield from stream_text(ids, tokenizer, params=params, eos_ids=eos_ids, stop=stop, stats=stats)

@@ -12,6 +12,7 @@ own tokenizer mis-decodes the GGUF-derived SmolLM2 tokenizer.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 
 from inference.artifacts import TOKENIZER_DIR, export_dir, is_complete
 from inference.backends.chat_template import eos_token_ids
+from inference.backends.guidance import GenaiGuide, guidance_matcher
 from inference.backends.local import LocalBackend
 from inference.backends.transformers import generate_token_ids
 from inference.catalogue import OnnxModel
@@ -48,6 +50,7 @@ class OnnxBackend(LocalBackend):
         #: Where the export is read from (benchmarks may point it at another export of the model).
         self.export_path = export_dir(spec, cache_dir)
         self._provider = "not started"
+        self._genai_vocab = 0
 
     @property
     def provider(self) -> str:
@@ -77,6 +80,7 @@ class OnnxBackend(LocalBackend):
                 gen_config = None
             if spec.runtime == "genai":
                 self._model, self._provider = self._load_genai()
+                self._genai_vocab = _genai_vocab_size(self.export_path, len(tokenizer))
             else:
                 self._model, self._provider = self._load_optimum()
         except InferenceError:
@@ -136,20 +140,35 @@ class OnnxBackend(LocalBackend):
         self, prompt: list[int], params: GenerationParams, max_new_tokens: int, stop: threading.Event
     ) -> Iterator[int]:
         if self.spec.runtime == "genai":
-            return genai_token_ids(self._model, prompt, params=params, max_new_tokens=max_new_tokens, stop=stop)
+            guide = None
+            if params.constraint is not None:
+                matcher = guidance_matcher(
+                    self._guidance, self._tokenizer, params.constraint,
+                    n_vocab=self._genai_vocab, eos_ids=sorted(self._eos_ids),
+                )  # fmt: skip
+                guide = GenaiGuide(matcher, n_vocab=self._genai_vocab)
+            return genai_token_ids(
+                self._model, prompt, params=params, max_new_tokens=max_new_tokens, stop=stop, guide=guide
+            )
         return generate_token_ids(
             self._model, prompt, params=params, max_new_tokens=max_new_tokens, eos_ids=self._eos_ids,
-            pad_id=self._tokenizer.pad_token_id, stop=stop,
+            pad_id=self._tokenizer.pad_token_id, stop=stop, logits_processors=self._logits_processors(prompt, params),
         )  # fmt: skip
 
 
 def genai_token_ids(
-    model: Any, input_ids: list[int], *, params: GenerationParams, max_new_tokens: int, stop: threading.Event
+    model: Any,
+    input_ids: list[int],
+    *,
+    params: GenerationParams,
+    max_new_tokens: int,
+    stop: threading.Event,
+    guide: GenaiGuide | None = None,
 ) -> Iterator[int]:
     """New token ids from onnxruntime-genai, one ``generate_next_token`` at a time.
 
     The caller stops on EOS; ``stop`` is checked before every step, so a closed stream costs at most
-    one more token.
+    one more token. ``guide`` (guided decoding) masks the logits before every step.
     """
     import numpy as np
     import onnxruntime_genai as og
@@ -172,13 +191,27 @@ def genai_token_ids(
         generator.append_tokens(np.asarray(input_ids, dtype=np.int32))  # the prefill
         produced = 0
         while produced < max_new_tokens and not stop.is_set():
+            if guide is not None:
+                generator.set_logits(guide.mask(generator.get_logits()))
             generator.generate_next_token()
             produced += 1
-            yield int(generator.get_next_tokens()[0])
+            token = int(generator.get_next_tokens()[0])
+            yield token  # the caller stops at EOS: a token consumed below is never the end
             if generator.is_done():
                 return
+            if guide is not None:
+                guide.consume(token)
     finally:
         del generator  # frees the KV cache now rather than at the next collection
+
+
+def _genai_vocab_size(export: Path, fallback: int) -> int:
+    """The width of the model's logits (genai_config.json), which guided decoding's mask must match."""
+    try:
+        config = json.loads((export / "genai_config.json").read_text(encoding="utf-8"))
+        return int(config["model"]["vocab_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return fallback
 
 
 def _same_provider(wanted: str, actual: str) -> bool:

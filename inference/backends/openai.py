@@ -16,6 +16,7 @@ from yarl import URL
 
 from inference.backends import sse
 from inference.backends.base import Backend, OutputLimit, ProbeResult, TokenStream
+from inference.backends.chat_template import raw_prompt
 from inference.catalogue import OpenAIModel
 from inference.errors import (
     BackendTimeout,
@@ -27,7 +28,8 @@ from inference.errors import (
     retry_after_from,
 )
 from inference.serving import netguard
-from inference.types import ChatMessage, GenerationParams
+from inference.structured import decoding_schema
+from inference.types import ChatMessage, Constraint, GenerationParams, TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,12 @@ _MAX_BODY = 8 << 20
 _MAX_PROBE_BODY = 64 << 10
 #: Most bytes of an error body kept for the error message.
 _MAX_ERROR_BODY = 4096
+#: The ``extra_body`` key by which an endpoint opts in to vLLM's regex/choice fields (it is not sent).
+GUIDED_DECODING_OPT_IN = "guided_decoding"
 #: Body fields the backend controls; extra_body may not override them (parsing depends on them).
-_RESERVED = frozenset({"messages", "stream"})
+_RESERVED = frozenset({"messages", "prompt", "stream", GUIDED_DECODING_OPT_IN})
+#: Statuses with which a server says it does not take a request shape (unknown path, unknown field).
+_UNSUPPORTED_STATUSES = frozenset({400, 404, 405, 422, 501})
 
 
 class OpenAIBackend(Backend):
@@ -74,6 +80,9 @@ class OpenAIBackend(Backend):
         self._base_url = spec.base_url.rstrip("/")
         self._session = session if guard is None else None
         self._owns_session = self._session is None
+        #: Learnt from the server: it refused ``response_format`` / has no ``/completions`` (we stop asking).
+        self._response_format_refused = False
+        self._completions_missing = False
 
     def __repr__(self) -> str:
         # The key's variable name is fine to show; the key itself never is.
@@ -147,19 +156,45 @@ class OpenAIBackend(Backend):
         connect = self.spec.timeouts.connect_s
         return aiohttp.ClientTimeout(total=total, connect=connect, sock_connect=connect)
 
-    def _body(self, messages: list[ChatMessage], params: GenerationParams, stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.spec.model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
-            "max_tokens": self._max_tokens(params),
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "stream": stream,
-        }
+    def _body(
+        self, messages: list[ChatMessage], params: GenerationParams, stream: bool, *, raw: bool = False
+    ) -> dict[str, Any]:
+        """A chat completion body, or with ``raw`` a (legacy) text completion of the joined messages."""
+        body: dict[str, Any] = {"model": self.spec.model}
+        if raw:
+            body["prompt"] = raw_prompt(messages)
+        else:
+            body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+        body.update(max_tokens=self._max_tokens(params), temperature=params.temperature, top_p=params.top_p)
+        body["stream"] = stream
         if params.stop:  # some servers reject an empty list
             body["stop"] = list(params.stop)
+        if params.logprobs:
+            top = min(params.logprobs, 20)  # OpenAI's cap
+            body.update({"logprobs": top} if raw else {"logprobs": True, "top_logprobs": top})
+        if params.constraint is not None:
+            body.update(self._constraint_fields(params.constraint))
         body.update({k: v for k, v in self.spec.extra_body.items() if k not in _RESERVED})
         return body
+
+    def _constraint_fields(self, constraint: Constraint) -> dict[str, Any]:
+        """How the server is asked to enforce a constraint while decoding; the answer is validated anyway.
+
+        JSON Schema: ``response_format`` (OpenAI, vLLM, llama.cpp server), unless this server refused it
+        once. Regex and choice have no standard field: vLLM's ``guided_regex``/``guided_choice`` go out only
+        when the endpoint opts in with ``extra_body: {guided_decoding: vllm}``; otherwise validation and one
+        repair attempt (inference.structured) are the guarantee.
+        """
+        if constraint.kind == "json_schema":
+            if self._response_format_refused:
+                return {}
+            schema = {"name": "answer", "schema": decoding_schema(constraint.schema or {}), "strict": True}
+            return {"response_format": {"type": "json_schema", "json_schema": schema}}
+        if self.spec.extra_body.get(GUIDED_DECODING_OPT_IN) != "vllm":
+            return {}
+        if constraint.kind == "regex":
+            return {"guided_regex": constraint.pattern}
+        return {"guided_choice": list(constraint.choices)}
 
     def _scrub(self, text: str) -> str:
         # A misbehaving proxy may echo request headers into an error body.
@@ -171,19 +206,50 @@ class OpenAIBackend(Backend):
 
     def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> TokenStream:
         # The client enforces max_tokens itself: a server that ignores it is cut off, not obeyed.
-        return TokenStream(
-            self._generate(list(messages), params),
+        logprobs: list[TokenLogprob] = []
+        stream = TokenStream(
+            self._generate(list(messages), params, logprobs),
             model=self.model,
             provider=self.provider,
             limit=OutputLimit(self._max_tokens(params)),
         )
+        stream.logprobs = logprobs  # filled as the answer arrives
+        return stream
 
-    async def _generate(self, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
+    async def _generate(
+        self, messages: list[ChatMessage], params: GenerationParams, logprobs: list[TokenLogprob] | None = None
+    ) -> AsyncIterator[str]:
+        """One answer; a server that lacks ``/completions`` (raw) or refuses ``response_format`` is asked
+        again once without it (remembered), since both are refused before any token."""
+        sink = logprobs if logprobs is not None else []
+        while True:
+            raw = params.raw and not self._completions_missing
+            asked_format = params.constraint is not None and params.constraint.kind == "json_schema"
+            asked_format = asked_format and not self._response_format_refused
+            try:
+                async for piece in self._post(messages, params, sink, raw=raw):
+                    yield piece
+                return
+            except InferenceError as exc:
+                if exc.status not in _UNSUPPORTED_STATUSES:
+                    raise
+                if raw and exc.status in (404, 405, 501):
+                    log.info("%s has no /completions (HTTP %s); continuing through chat", self.name, exc.status)
+                    self._completions_missing = True
+                elif asked_format and exc.status in (400, 422):
+                    log.info("%s refused response_format (HTTP %s); relying on validation", self.name, exc.status)
+                    self._response_format_refused = True
+                else:
+                    raise
+
+    async def _post(
+        self, messages: list[ChatMessage], params: GenerationParams, logprobs: list[TokenLogprob], *, raw: bool
+    ) -> AsyncIterator[str]:
         self._check_url()  # IP literals never reach the guarded resolver: check them on every request
         stream = self._stream
-        body = self._body(messages, params, stream)
+        body = self._body(messages, params, stream, raw=raw)
         headers = self._headers(accept="text/event-stream" if stream else "application/json")
-        url = f"{self._base_url}/chat/completions"
+        url = f"{self._base_url}/{'completions' if raw else 'chat/completions'}"
         log.debug("POST %s model=%s stream=%s", url, self.spec.model, stream)
         session = self._get_session()
         try:
@@ -193,7 +259,8 @@ class OpenAIBackend(Backend):
                 await self._raise_for_status(resp)
                 ctype = resp.headers.get("Content-Type", "").lower()
                 # transformers serve answers SSE even to stream=false: follow the answer, not the request.
-                pieces = _sse_pieces(resp) if "text/event-stream" in ctype else _json_pieces(resp)
+                sse_stream = "text/event-stream" in ctype
+                pieces = _sse_pieces(resp, logprobs) if sse_stream else _json_pieces(resp, logprobs)
                 complete = False
                 try:
                     async for piece in pieces:
@@ -282,7 +349,7 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(buf)
 
 
-async def _sse_pieces(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
+async def _sse_pieces(resp: aiohttp.ClientResponse, logprobs: list[TokenLogprob]) -> AsyncIterator[str]:
     finished = False
     async for data in sse.events(resp.content):
         if data.strip() == "[DONE]":
@@ -301,6 +368,9 @@ async def _sse_pieces(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
             continue  # usage-only or empty chunk
         delta = choice.get("delta") or choice.get("message") or {}
         content = delta.get("content") if isinstance(delta, dict) else None
+        if content is None:
+            content = choice.get("text")  # a text completion (raw)
+        logprobs.extend(_logprobs(choice.get("logprobs")))
         if isinstance(content, str) and content:  # empty deltas (role only) are normal
             yield content
         if choice.get("finish_reason"):
@@ -309,7 +379,7 @@ async def _sse_pieces(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
         raise BackendUnavailable("stream broken: ended without [DONE] or finish_reason")
 
 
-async def _json_pieces(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
+async def _json_pieces(resp: aiohttp.ClientResponse, logprobs: list[TokenLogprob]) -> AsyncIterator[str]:
     try:
         payload = json.loads(await _read_bounded(resp, _MAX_BODY))
     except ValueError:
@@ -317,12 +387,46 @@ async def _json_pieces(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
     if isinstance(payload, dict) and "error" in payload:
         raise BackendUnavailable(f"server error: {_error_text(payload['error'])}")
     try:
-        message = payload["choices"][0]["message"]
+        choice = payload["choices"][0]
+        message = choice["message"] if "message" in choice else {"content": choice["text"]}
     except (KeyError, IndexError, TypeError):
         raise BackendUnavailable("response has no choices[0].message") from None
     content = message.get("content") if isinstance(message, dict) else None
+    logprobs.extend(_logprobs(choice.get("logprobs")))
     if isinstance(content, str) and content:
         yield content
+
+
+def _logprobs(block: object) -> list[TokenLogprob]:
+    """Token log-probabilities from a choice: chat's ``{"content": [...]}`` or legacy completions' lists.
+
+    Anything malformed is skipped: scores are a nicety, never a reason to fail an answer.
+    """
+    out: list[TokenLogprob] = []
+    if not isinstance(block, dict):
+        return out
+    content = block.get("content")
+    if isinstance(content, list):  # chat completions
+        for item in content:
+            if not isinstance(item, dict) or not isinstance(item.get("logprob"), (int, float)):
+                continue
+            top = tuple(
+                (str(t.get("token", "")), float(t["logprob"]))
+                for t in item.get("top_logprobs") or []
+                if isinstance(t, dict) and isinstance(t.get("logprob"), (int, float))
+            )
+            out.append(TokenLogprob(str(item.get("token", "")), float(item["logprob"]), top))
+        return out
+    tokens, values, tops = block.get("tokens"), block.get("token_logprobs"), block.get("top_logprobs")
+    if isinstance(tokens, list) and isinstance(values, list):  # legacy completions
+        tops = tops if isinstance(tops, list) else []
+        for i, (token, value) in enumerate(zip(tokens, values, strict=False)):
+            if not isinstance(value, (int, float)):
+                continue
+            alts = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
+            top = tuple((str(k), float(v)) for k, v in alts.items() if isinstance(v, (int, float)))
+            out.append(TokenLogprob(str(token), float(value), top))
+    return out
 
 
 def _error_text(error: object) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,14 +59,16 @@ def generate_token_ids(
     eos_ids: set[int],
     pad_id: int | None,
     stop: threading.Event,
+    logits_processors: Sequence[Any] = (),
 ) -> Iterator[int]:
     """New token ids from ``model.generate`` (transformers or optimum), as they are produced.
 
     ``generate`` blocks, so it runs in its own thread and hands tokens over a queue; closing this
-    iterator, or setting ``stop``, ends it before the next token.
+    iterator, or setting ``stop``, ends it before the next token. ``logits_processors`` (guided decoding)
+    run before sampling at every step.
     """
     import torch
-    from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
     from transformers.generation.streamers import BaseStreamer
 
     tokens: queue.Queue[object] = queue.Queue()
@@ -112,6 +114,7 @@ def generate_token_ids(
                     generation_config=config,
                     streamer=_Streamer(),
                     stopping_criteria=StoppingCriteriaList([_StopOnEvent()]),
+                    logits_processor=LogitsProcessorList(list(logits_processors)),
                 )
         except BaseException as exc:  # re-raised on the consuming side
             tokens.put(exc)
@@ -169,5 +172,5 @@ class TransformersBackend(LocalBackend):
     ) -> Iterator[int]:
         return generate_token_ids(
             self._model, prompt, params=params, max_new_tokens=max_new_tokens, eos_ids=self._eos_ids,
-            pad_id=self._tokenizer.pad_token_id, stop=stop,
+            pad_id=self._tokenizer.pad_token_id, stop=stop, logits_processors=self._logits_processors(prompt, params),
         )  # fmt: skip

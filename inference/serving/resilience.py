@@ -257,6 +257,7 @@ class ResilientBackend:
                             piece = await stream.__anext__()
                     except StopAsyncIteration:
                         outer.truncated = outer.truncated or stream.truncated  # cut at the output limit
+                        outer.logprobs = stream.logprobs
                         return
                     except TimeoutError:
                         which = "total" if yielded or deadline == total_deadline else "first-token"

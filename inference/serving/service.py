@@ -24,7 +24,7 @@ from inference.errors import (
 from inference.router import Router
 from inference.serving.clock import Clock
 from inference.serving.resilience import ResilientBackend
-from inference.types import ChatMessage, GenerationParams, Request, RouteDecision, TaskId, Tier, Timings
+from inference.types import ChatMessage, GenerationParams, Request, RouteDecision, TaskId, Tier, Timings, TokenLogprob
 
 if TYPE_CHECKING:
     import aiohttp
@@ -59,6 +59,8 @@ class Answer:
         self.timings = Timings()
         #: The answer ended at the model's output limit (the client enforces it whatever the server does).
         self.truncated = False
+        #: Per-token log-probabilities of the answer, when the params asked and the backend exposes them.
+        self.logprobs: list[TokenLogprob] = []
         self._board = board
         self._messages = list(messages)
         self._params = params
@@ -88,12 +90,7 @@ class Answer:
             spec = self._catalogue.get(model) if model in self._catalogue.models else None
             params = self._params
             if spec is not None and params.max_new_tokens > spec.max_new_tokens:
-                params = GenerationParams(
-                    max_new_tokens=spec.max_new_tokens,
-                    temperature=params.temperature,
-                    top_p=params.top_p,
-                    stop=params.stop,
-                )
+                params = replace(params, max_new_tokens=spec.max_new_tokens)
             stream = backend.stream(self._messages, params)
             started = False
             try:
@@ -102,6 +99,7 @@ class Answer:
                     yield piece
                 self.timings = stream.timings
                 self.provider = stream.provider
+                self.logprobs = stream.logprobs
                 if stream.truncated:
                     self.truncated = True
                     self.notes.append(f"the answer was cut off at {model}'s output limit")

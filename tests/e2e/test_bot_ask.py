@@ -150,7 +150,8 @@ async def test_private_ask_with_forced_task_goes_to_the_large_tier(switchboard: 
         summary = await switchboard.wait_answered(it)
     assert summary.steps[0].body == {"type": 5, "data": {"flags": 64}}
     assert summary.ephemeral
-    assert summary.content == "def f(): pass\n-# code · large · large-fake · 0.3s"
+    # The code pipeline fences the answer with its language.
+    assert summary.content == "```python\ndef f(): pass\n```\n-# code · large · large-fake · 0.3s"
     assert switchboard.small.calls == [] and len(switchboard.large.calls) == 1
     assert SMALL not in summary.content and LARGE in summary.content
 

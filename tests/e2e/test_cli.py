@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import pytest
 
 from inference.types import TASKS
-from tests.fakes.openai_server import unused_port
+from tests.fakes.openai_server import FakeOpenAIServer, ok, openai_server, unused_port
+
+__all__ = ["openai_server"]  # the fixture, used below
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"task", "tier", "model", "confidence", "reason"}
@@ -52,7 +56,7 @@ def check_route(out: dict[str, object]) -> None:
 def test_help_lists_the_subcommands(env):
     result = run(["--help"], env)
     assert result.returncode == 0
-    for sub in ("run", "route", "ask", "models"):
+    for sub in ("run", "route", "ask", "classify", "json", "models"):
         assert sub in result.stdout
 
 
@@ -191,3 +195,102 @@ def test_route_into_a_closed_pipe_exits_quietly(env, tmp_path):
     check_route(json.loads(result.stdout))  # head printed the first answer
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1] in {"route exit 0", "route exit 141"}
+
+
+# --- ask --task, classify, json: both tiers on a scripted OpenAI-compatible server -----------------------
+
+
+def fake_endpoint_env(env: dict[str, str], server: FakeOpenAIServer, tmp_path: Path) -> dict[str, str]:
+    """Both tiers served by ``server`` (a catalogue and routing file of their own)."""
+    model = f"{{kind: openai, base_url: '{server.base_url}', model: fake-model, retry: {{max_attempts: 1}}"
+    catalogue = tmp_path / "models.yaml"
+    catalogue.write_text(f"models:\n  small-fake: {model}, tier: small}}\n  large-fake: {model}, tier: large}}\n")
+    routing = tmp_path / "routing.yaml"
+    policy = (ROOT / "config" / "routing.yaml").read_text()
+    routing.write_text(
+        policy.replace("small: smollm2-onnx", "small: small-fake").replace("large: large-endpoint", "large: large-fake")
+    )
+    return {**env, "SWITCHBOARD_CATALOGUE_PATH": str(catalogue), "SWITCHBOARD_ROUTING_PATH": str(routing)}
+
+
+async def run_async(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """Like :func:`run`, without blocking the event loop the fake server answers on."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, stdout=PIPE, stderr=PIPE, env=env, cwd=ROOT
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def route_line(stderr: str) -> dict[str, object]:
+    route = json.loads(stderr.strip().splitlines()[-1])
+    assert isinstance(route["tokens"], int) and isinstance(route["tokens_per_s"], float)
+    return route
+
+
+async def test_ask_with_a_task_uses_its_pipeline_and_reports_tokens(env, openai_server, tmp_path):
+    openai_server.script(ok("def f():\n    return 1"))
+    rc, out, err = await run_async(
+        ["ask", "--task", "code", "a function in python"], fake_endpoint_env(env, openai_server, tmp_path)
+    )
+    assert rc == 0, err
+    assert out == "```python\ndef f():\n    return 1\n```\n"  # the code pipeline's fences
+    route = route_line(err)
+    assert route["task"] == "code" and route["tokens"] > 0 and route["tokens_per_s"] > 0  # type: ignore[operator]
+    (request,) = openai_server.completions
+    assert "fenced code block" in request.body["messages"][0]["content"]
+
+
+async def test_classify_prints_only_given_labels_with_scores(env, openai_server, tmp_path):
+    openai_server.script(ok("positive"))
+    rc, out, err = await run_async(
+        ["classify", "I love it", "--labels", "positive,negative"], fake_endpoint_env(env, openai_server, tmp_path)
+    )
+    assert rc == 0, err
+    result = json.loads(out)
+    assert set(result) == {"labels", "scores"} and result["labels"] == ["positive"]
+    assert set(result["scores"]) <= {"positive", "negative"}
+    assert route_line(err)["task"] == "classification"
+
+
+async def test_json_prints_only_the_valid_document(env, openai_server, tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}')
+    openai_server.script(ok('{"ok": true}'))
+    rc, out, err = await run_async(
+        ["json", "is water wet?", "--schema", str(schema)], fake_endpoint_env(env, openai_server, tmp_path)
+    )
+    assert rc == 0, err
+    assert json.loads(out) == {"ok": True} and out.count("\n") == 1
+    assert route_line(err)["task"] == "grammar"
+
+
+async def test_json_exits_1_when_no_valid_document_comes(env, openai_server, tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}')
+    openai_server.script(ok("not json at all"), ok("still not json"))
+    rc, out, err = await run_async(
+        ["json", "is water wet?", "--schema", str(schema)], fake_endpoint_env(env, openai_server, tmp_path)
+    )
+    assert rc == 1 and out == ""
+    assert "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [('{"type": "nonsense"', "not valid JSON"), ('{"type": "nonsense"}', "can't be used")],
+)
+def test_json_refuses_a_broken_schema(env, tmp_path, content, words):
+    schema = tmp_path / "schema.json"
+    schema.write_text(content)
+    result = run(["json", "x", "--schema", str(schema)], env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert words in result.stderr and "Traceback" not in result.stderr
+    missing = run(["json", "x", "--schema", str(tmp_path / "nope.json")], env)
+    assert missing.returncode == 2 and "can't read the schema file" in missing.stderr
+
+
+def test_classify_needs_two_labels(env):
+    result = run(["classify", "x", "--labels", "only"], env)
+    assert result.returncode == 2 and "at least two" in result.stderr

@@ -58,6 +58,8 @@ class ScriptedBackend(Backend):
         self.step = step
         #: The messages of every call, in order.
         self.calls: list[list[ChatMessage]] = []
+        #: The generation settings of every call, in order (constraint, raw, temperature ...).
+        self.params: list[GenerationParams] = []
         #: Generations that ended: finished, failed or cancelled (closed early by the caller).
         self.finished = 0
         self.started = asyncio.Event()
@@ -83,6 +85,7 @@ class ScriptedBackend(Backend):
 
     async def _generate(self, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
         self.calls.append(messages)
+        self.params.append(params)
         self.started.set()
         try:
             pieces = self._scripted() if self.scripts is not None else self._reply()

@@ -56,6 +56,9 @@ class Reply:
     #: "line" one SSE line with no end, "event" data lines with no blank line between them, "json" a 200
     #: JSON body with no end, "tokens" valid chunks forever (a server that ignores max_tokens).
     flood: Literal["line", "event", "json", "tokens"] | None = None
+    #: Token log-probabilities sent with the answer: (token, logprob, {alternative: logprob}), in the
+    #: request's shape (chat ``logprobs.content`` or legacy completions' lists); on the first content chunk.
+    logprobs: tuple[tuple[str, float, Mapping[str, float]], ...] | None = None
 
     def split(self) -> tuple[str, ...]:
         if self.pieces is not None:
@@ -107,6 +110,10 @@ class FakeOpenAIServer:
         #: /models answers 200 with a body that never ends (a hostile probe target).
         self.models_flood = False
         self.requests: list[RecordedRequest] = []
+        #: POST /v1/completions (raw text completion) exists; False: it answers 404 like a chat-only server.
+        self.text_completions_enabled = True
+        #: Answer 400 to any request carrying ``response_format`` (a server without JSON Schema support).
+        self.reject_response_format = False
         self._script: list[Reply] = []
         self._closing = asyncio.Event()
         self._seen = asyncio.Condition()
@@ -117,6 +124,7 @@ class FakeOpenAIServer:
     async def start(self) -> FakeOpenAIServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
+        app.router.add_post("/v1/completions", self._text_completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -156,6 +164,11 @@ class FakeOpenAIServer:
     def completions(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
+    @property
+    def text_completions(self) -> list[RecordedRequest]:
+        """Requests to the legacy ``/v1/completions`` (raw prompts)."""
+        return [r for r in self.requests if r.path == "/v1/completions"]
+
     # --- handlers ------------------------------------------------------------------------------------
     async def _record(self, request: web.Request) -> Any:
         raw = await request.read()
@@ -179,9 +192,18 @@ class FakeOpenAIServer:
             return web.json_response({"error": {"message": "no"}}, status=self.models_status)
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
+    async def _text_completions(self, request: web.Request) -> web.StreamResponse:
+        if not self.text_completions_enabled:
+            await self._record(request)
+            return web.json_response({"error": {"message": "Not Found"}}, status=404)
+        return await self._completions(request)
+
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
+        if self.reject_response_format and isinstance(body, dict) and "response_format" in body:
+            return web.json_response({"error": {"message": "response_format is not supported"}}, status=400)
         reply = self._script.pop(0) if self._script else self.default
+        text_mode = request.path == "/v1/completions"
         if reply.status >= 400:
             text = reply.body
             if text is None:
@@ -191,18 +213,24 @@ class FakeOpenAIServer:
             return await self._flood_reply(request, reply)
         wants_stream = bool(isinstance(body, dict) and body.get("stream"))
         if reply.sse or (reply.sse is None and wants_stream):
-            return await self._stream(request, reply)
+            return await self._stream(request, reply, text_mode=text_mode)
         if not await self._wait(reply):
             return web.Response(status=503)
         if reply.body is not None:  # a raw (possibly malformed) success body
             return web.Response(text=reply.body, content_type="application/json", headers=dict(reply.headers))
-        message = {"role": "assistant", "content": reply.text}
+        choice: dict[str, Any] = {"index": 0, "finish_reason": reply.finish_reason}
+        if text_mode:
+            choice["text"] = reply.text
+        else:
+            choice["message"] = {"role": "assistant", "content": reply.text}
+        if reply.logprobs is not None:
+            choice["logprobs"] = _logprobs_block(reply.logprobs, text_mode=text_mode)
         payload = {
             "id": "chatcmpl-fake",
-            "object": "chat.completion",
+            "object": "text_completion" if text_mode else "chat.completion",
             "created": int(time.time()),
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
+            "choices": [choice],
         }
         return web.json_response(payload, status=reply.status, headers=dict(reply.headers))
 
@@ -216,14 +244,15 @@ class FakeOpenAIServer:
             task.cancel()
         return reply.stall.is_set()
 
-    async def _stream(self, request: web.Request, reply: Reply) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, reply: Reply, *, text_mode: bool = False) -> web.StreamResponse:
         resp = web.StreamResponse(status=reply.status, headers={"Content-Type": "text/event-stream"})
         resp.headers.update(reply.headers)
         await resp.prepare(request)
         try:
             if not await self._wait(reply):
                 return resp
-            await self._send(resp, {"role": "assistant"}, None)
+            if not text_mode:
+                await self._send(resp, {"role": "assistant"}, None)
             for i, piece in enumerate(reply.split()):
                 if reply.break_after is not None and i >= reply.break_after:
                     # Abrupt close mid-stream: no final chunk, no terminating zero-length chunk.
@@ -233,7 +262,12 @@ class FakeOpenAIServer:
                 if reply.keepalive:
                     await resp.write(b": keep-alive\n\n")
                     await self._send(resp, {}, None)
-                await self._send(resp, {"content": piece}, None)
+                extra: dict[str, Any] = {}
+                if i == 0 and reply.logprobs is not None:
+                    extra["logprobs"] = _logprobs_block(reply.logprobs, text_mode=text_mode)
+                if text_mode:
+                    extra["text"] = piece
+                await self._send(resp, {} if text_mode else {"content": piece}, None, **extra)
             if reply.finish_reason is not None:
                 await self._send(resp, {}, reply.finish_reason)
             if reply.done:
@@ -269,15 +303,32 @@ class FakeOpenAIServer:
             pass  # the client hung up: what a bounded client does
         return resp
 
-    async def _send(self, resp: web.StreamResponse, delta: dict[str, str], finish: str | None) -> None:
+    async def _send(
+        self, resp: web.StreamResponse, delta: dict[str, str], finish: str | None, **choice_fields: Any
+    ) -> None:
         chunk = {
             "id": "chatcmpl-fake",
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **choice_fields}],
         }
         await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+
+def _logprobs_block(entries: tuple[tuple[str, float, Mapping[str, float]], ...], *, text_mode: bool) -> dict[str, Any]:
+    """Log-probabilities as OpenAI sends them: chat's ``content`` list, or legacy completions' lists."""
+    if text_mode:
+        return {
+            "tokens": [t for t, _, _ in entries],
+            "token_logprobs": [lp for _, lp, _ in entries],
+            "top_logprobs": [dict(top) for _, _, top in entries],
+        }
+    content = [
+        {"token": t, "logprob": lp, "top_logprobs": [{"token": k, "logprob": v} for k, v in top.items()]}
+        for t, lp, top in entries
+    ]
+    return {"content": content}
 
 
 def unused_port() -> int:

@@ -1,5 +1,5 @@
-"""Interactions: sending them as a user (`send_interaction`, `send_autocomplete`, `send_component`,
-`submit_modal`), the bot's answers (POST callback, @original GET/PATCH/DELETE, followups) with
+"""Interactions: sending them as a user (`send_interaction`, `send_context_menu`, `send_autocomplete`,
+`send_component`, `submit_modal`), the bot's answers (POST callback, @original GET/PATCH/DELETE, followups) with
 Discord's deadlines, and `interaction_response` summarising them."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .records import ApiError, Interaction, InteractionSummary, RecordedFile, St
 
 CALLBACK_DEADLINE = dt.timedelta(seconds=3)  # an interaction must be acknowledged within 3 s
 TOKEN_LIFETIME = dt.timedelta(minutes=15)  # interaction tokens (followups, @original) expire
+CHAT_INPUT_COMMAND, USER_COMMAND, MESSAGE_COMMAND = 1, 2, 3  # application command types
 
 
 def _truthy(value: str | None) -> bool:
@@ -62,6 +63,34 @@ class InteractionsMixin(Core):
         }
         if resolved:
             data["resolved"] = resolved
+        if scope != "global":
+            data["guild_id"] = scope
+        return await self._send_interaction(2, data, name, user, permissions, channel_id, created_at, locale)
+
+    async def send_context_menu(
+        self,
+        name: str,
+        message: dict[str, Any] | str,
+        *,
+        user: dict[str, Any] | None = None,
+        permissions: int | str | None = None,
+        created_at: dt.datetime | None = None,
+        locale: str = "en-US",
+    ) -> Interaction:
+        """A message context menu (right-click a message -> Apps -> `name`): APPLICATION_COMMAND of command
+        type MESSAGE (3), with `data.target_id` and the message in `data.resolved.messages`, in its channel."""
+        msg = self.messages[message if isinstance(message, str) else message["id"]]
+        channel_id = msg["channel_id"]
+        command, scope = self._find_command(name, self.channels[channel_id].get("guild_id"))
+        if command is not None and command.get("type") != MESSAGE_COMMAND:
+            raise ValueError(f"{name!r} is not a message command")
+        data: dict[str, Any] = {
+            "id": command["id"] if command else self._ids.next(),
+            "name": name,
+            "type": MESSAGE_COMMAND,
+            "target_id": msg["id"],
+            "resolved": {"messages": {msg["id"]: copy.deepcopy(msg)}},
+        }
         if scope != "global":
             data["guild_id"] = scope
         return await self._send_interaction(2, data, name, user, permissions, channel_id, created_at, locale)
@@ -335,7 +364,7 @@ class InteractionsMixin(Core):
             self.bot_user,
             data,
             files,
-            type_=20 if it.type == 2 else 0,
+            type_=self._response_type(it),
             flags=flags,
             allow_empty=allow_empty,
         )
@@ -345,6 +374,13 @@ class InteractionsMixin(Core):
         msg["interaction"] = {"id": it.id, "type": it.type, "name": it.name, "user": it.user}
         self._store_message(msg, echo=not flags & P.FLAG_EPHEMERAL)
         return msg
+
+    @staticmethod
+    def _response_type(it: Interaction) -> int:
+        """The message type of an answer: CHAT_INPUT_COMMAND (20), CONTEXT_MENU_COMMAND (23) or DEFAULT."""
+        if it.type != 2:
+            return 0
+        return 20 if it.payload["data"].get("type", CHAT_INPUT_COMMAND) == CHAT_INPUT_COMMAND else 23
 
     def _interaction_metadata(self, it: Interaction) -> dict[str, Any]:
         """A message's `interaction_metadata`: per interaction type, as Discord shapes it."""
@@ -356,6 +392,8 @@ class InteractionsMixin(Core):
         }
         if it.type == 3 and it.message_id:
             meta["interacted_message_id"] = it.message_id
+        if it.type == 2 and it.payload["data"].get("type") == MESSAGE_COMMAND:
+            meta["target_message_id"] = it.payload["data"]["target_id"]
         if it.type == 5 and it.trigger is not None:
             meta["triggering_interaction_metadata"] = self._interaction_metadata(it.trigger)
         return meta
@@ -413,7 +451,7 @@ class InteractionsMixin(Core):
             self.bot_user,
             body,
             c.files,
-            type_=20 if it.type == 2 else 0,
+            type_=self._response_type(it),
             flags=(body.get("flags") or 0) & P.FLAG_EPHEMERAL,
         )
         msg["webhook_id"] = self.application_id

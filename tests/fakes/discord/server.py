@@ -18,8 +18,8 @@ table (`_register_routes`). Where things live:
 - messages.py      channels and messages (`send_message`, `send_system_message`, `messages_in`), REST for
                    channels, messages, reactions and typing, attachments/CDN (`make_attachment`)
 - threads.py       threads (`create_thread`, `archive_thread`, `auto_archive`), thread members
-- interactions.py  `send_interaction`, `send_autocomplete`, `send_component`, `submit_modal`, callbacks,
-                   @original, followups, `interaction_response`
+- interactions.py  `send_interaction`, `send_context_menu`, `send_autocomplete`, `send_component`,
+                   `submit_modal`, callbacks, @original, followups, `interaction_response`
 - commands.py      application command sync (REST) and option building for invoked commands
 - ratelimits.py    `rate_limit` (scripted 429s) and X-RateLimit-* bucket headers
 - sessions.py      the gateway websocket handler (IDENTIFY, RESUME, heartbeats), event dispatch,

@@ -450,3 +450,22 @@ async def test_sealed_model_keys_are_stored_cleared_and_audited_without_the_key(
     actions = [(e.action, e.details) for e in await store.audit(GUILD)]
     assert ("model.key", {"name": "llama", "set": False}) in actions
     assert ("model.key", {"name": "llama", "set": True}) in actions
+
+
+async def test_task_framing_merges_per_task_resets_and_keeps_concurrent_changes(store: Store):
+    await store.set_task_framing(GUILD, ADMIN, "chat", {"system": "Be terse."})
+    await store.set_task_framing(GUILD, ADMIN, "chat", {"temperature": 0.3})  # merged, not replaced
+    # Two admins at once, on two tasks: neither change is lost (one transaction each).
+    await asyncio.gather(
+        store.set_task_framing(GUILD, ADMIN, "code", {"max_new_tokens": 300}),
+        store.set_task_framing(GUILD, ADMIN, "conversion", {"system": "Translate only."}),
+    )
+    config = await store.guild_config(GUILD)
+    assert config.task_framing["chat"].system == "Be terse." and config.task_framing["chat"].temperature == 0.3
+    assert config.task_framing["code"].max_new_tokens == 300
+    assert config.task_framing["conversion"].system == "Translate only."
+    await store.set_task_framing(GUILD, ADMIN, "chat", None)
+    assert "chat" not in (await store.guild_config(GUILD)).task_framing
+    assert [e.action for e in await store.audit(GUILD)][:1] == ["tasks.reset"]
+    with pytest.raises(ValidationError):
+        await store.set_task_framing(GUILD, ADMIN, "chat", {"temperature": 9})

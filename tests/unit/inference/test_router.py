@@ -116,3 +116,16 @@ def test_as_json_has_the_cli_contract_keys(policy, catalogue):
     out = router_for(policy, catalogue, task="grammar").route(Request("x")).as_json()
     assert set(out) == {"task", "tier", "model", "confidence", "reason"}
     assert out["tier"] == "small" and isinstance(out["confidence"], float)
+
+
+def test_completion_prefers_a_base_model_of_its_tier(policy, catalogue):
+    small = policy.models[Tier.SMALL]
+    base = catalogue.get(small).model_copy(update={"base": True})
+    with_base = catalogue.with_models({"zz-base": base}, untrusted=False)
+    decision = router_for(policy, with_base, task="completion").route(Request("Once upon a time"))
+    assert decision.tier is policy.tiers["completion"] and decision.model == "zz-base"
+    assert "base model zz-base preferred for completion" in decision.reason
+    # Other tasks keep the tier's model; a base model a server added is not picked for everyone.
+    assert router_for(policy, with_base, task="chat").route(Request("hi")).model == small
+    untrusted = catalogue.with_models({"zz-base": base})
+    assert router_for(policy, untrusted, task="completion").route(Request("x")).model == small

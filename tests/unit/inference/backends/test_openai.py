@@ -33,7 +33,7 @@ from inference.errors import (
 )
 from inference.serving.clock import FakeClock
 from inference.serving.resilience import ResilientBackend
-from inference.types import ChatMessage, GenerationParams
+from inference.types import ChatMessage, Constraint, GenerationParams, TokenLogprob
 from tests.fakes.openai_server import (
     FakeOpenAIServer,
     Reply,
@@ -485,3 +485,89 @@ NOW = 1_800_000_000.0
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value, now=NOW) == expected
+
+
+# --- structured output: response_format, vLLM's fields on opt-in, raw completions, logprobs ---------------
+
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+
+
+async def test_json_constraint_goes_out_as_response_format(openai_server: FakeOpenAIServer, make: Any) -> None:
+    openai_server.script(ok('{"name": "Ann"}'))
+    params = GenerationParams(constraint=Constraint("json_schema", schema=PERSON))
+    assert await make().stream(MESSAGES, params).text() == '{"name": "Ann"}'
+    body = openai_server.completions[0].body
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": {**PERSON, "additionalProperties": False}, "strict": True},
+    }
+
+
+async def test_a_server_that_refuses_response_format_is_asked_again_without_it(
+    openai_server: FakeOpenAIServer, make: Any
+) -> None:
+    openai_server.reject_response_format = True
+    backend = make()
+    params = GenerationParams(constraint=Constraint("json_schema", schema=PERSON))
+    assert await backend.stream(MESSAGES, params).text() == "Hello from the fake server."
+    assert await backend.stream(MESSAGES, params).text() == "Hello from the fake server."
+    sent = [r.body for r in openai_server.completions]
+    assert ["response_format" in b for b in sent] == [True, False, False]  # learnt once, remembered
+
+
+@pytest.mark.parametrize(
+    ("constraint", "field", "value"),
+    [
+        (Constraint("regex", pattern="[0-9]+"), "guided_regex", "[0-9]+"),
+        (Constraint("choice", choices=("yes", "no")), "guided_choice", ["yes", "no"]),
+    ],
+)
+async def test_regex_and_choice_use_vllm_fields_only_when_the_endpoint_opts_in(
+    openai_server: FakeOpenAIServer, make: Any, constraint: Constraint, field: str, value: object
+) -> None:
+    params = GenerationParams(constraint=constraint)
+    await make().stream(MESSAGES, params).text()
+    await make(extra_body={"guided_decoding": "vllm"}).stream(MESSAGES, params).text()
+    plain, opted = (r.body for r in openai_server.completions)
+    assert field not in plain and "response_format" not in plain
+    assert opted[field] == value and "guided_decoding" not in opted  # the opt-in itself is not sent
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_raw_goes_to_completions_with_the_joined_prompt(
+    openai_server: FakeOpenAIServer, make: Any, stream: bool
+) -> None:
+    openai_server.script(ok("and they lived happily"))
+    text = await make(stream=stream).stream(MESSAGES, GenerationParams(raw=True)).text()
+    assert text == "and they lived happily"
+    (request,) = openai_server.text_completions
+    assert request.body["prompt"] == "Be brief.\n\nSay hi" and "messages" not in request.body
+    assert openai_server.completions == []
+
+
+async def test_raw_falls_back_to_chat_on_a_server_without_completions(
+    openai_server: FakeOpenAIServer, make: Any
+) -> None:
+    openai_server.text_completions_enabled = False
+    backend = make()
+    assert await backend.stream(MESSAGES, GenerationParams(raw=True)).text() == "Hello from the fake server."
+    assert await backend.stream(MESSAGES, GenerationParams(raw=True)).text() == "Hello from the fake server."
+    assert len(openai_server.text_completions) == 1 and len(openai_server.completions) == 2
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("raw", [True, False])
+async def test_logprobs_are_asked_for_and_recorded(
+    openai_server: FakeOpenAIServer, make: Any, stream: bool, raw: bool
+) -> None:
+    logprobs = (("ye", -0.1, {"ye": -0.1, "no": -2.5}), ("s", -0.01, {"s": -0.01}))
+    openai_server.script(ok("yes", logprobs=logprobs))
+    answer = make(stream=stream).stream(MESSAGES, GenerationParams(logprobs=3, raw=raw))
+    assert await answer.text() == "yes"
+    assert answer.logprobs == [
+        TokenLogprob("ye", -0.1, (("ye", -0.1), ("no", -2.5))),
+        TokenLogprob("s", -0.01, (("s", -0.01),)),
+    ]
+    body = openai_server.requests[-1].body
+    assert body["logprobs"] == 3 if raw else (body["logprobs"] is True and body["top_logprobs"] == 3)

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from inference.backends.chat_template import IncrementalDecoder, StopStrings, budget, encode_prompt, render_prompt
+from inference.backends.guidance import plain_byte_level_decoder
 from inference.backends.transformers import TransformersBackend, resolve_device, resolve_dtype
 from inference.catalogue import TransformersModel
 from inference.errors import BackendUnavailable
-from inference.types import ChatMessage, GenerationParams
+from inference.structured import SchemaError, validate
+from inference.types import ChatMessage, Constraint, GenerationParams
 from tests.fakes.tiny_models import build_tiny_causal_lm
 
 MESSAGES = [ChatMessage("user", "Name three fruits.")]
@@ -196,3 +198,89 @@ def test_prompt_rendering_and_budget(models: dict[str, Path], caplog: pytest.Log
     assert len(ids) == 50 and "cut" in caplog.text
     assert budget(2048, GenerationParams(max_new_tokens=256)) == (1792, 256)
     assert budget(512, GenerationParams(max_new_tokens=4096)) == (256, 256)
+
+
+# --- structured output and raw prompts ---------------------------------------------------------------
+
+CONSTRAINTS = [
+    Constraint("choice", choices=("apple", "banana split", "cherry")),
+    Constraint("regex", pattern=r"[0-9]{3}-[a-z]{2}"),
+    Constraint(
+        "json_schema",
+        schema={
+            "type": "object",
+            "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}, "ok": {"type": "boolean"}},
+            "required": ["n", "ok"],
+            "additionalProperties": False,
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize("constraint", CONSTRAINTS, ids=lambda c: c.kind)
+async def test_a_random_model_still_obeys_the_constraint(
+    models: dict[str, Path], tmp_path: Path, constraint: Constraint
+) -> None:
+    # Random weights and an EOS the model never picks on its own: only the grammar makes this valid and short.
+    backend = _backend(models["llama"], tmp_path)
+    await backend.start()
+    params = GenerationParams(max_new_tokens=40, constraint=constraint)
+    text = await backend.stream(MESSAGES, params).text()
+    validate(constraint, text)
+    assert backend.last_run is not None and backend.last_run.finish_reason == "eos"
+
+
+async def test_sampling_under_a_constraint_stays_inside_it(models: dict[str, Path], tmp_path: Path) -> None:
+    backend = _backend(models["llama"], tmp_path)
+    await backend.start()
+    labels = Constraint("choice", choices=("red", "green", "blue"))
+    params = GenerationParams(max_new_tokens=10, temperature=1.5, top_p=1.0, constraint=labels)
+    for _ in range(5):
+        assert await backend.stream(MESSAGES, params).text() in labels.choices
+
+
+async def test_raw_prompt_has_no_chat_template(models: dict[str, Path], tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(models["llama"])
+    messages = [ChatMessage("system", "Once upon"), ChatMessage("user", "a time")]
+    assert render_prompt(tok, messages, raw=True) == "Once upon\n\na time"
+    assert encode_prompt(tok, messages, max_prompt_tokens=100, raw=True) == tok("Once upon\n\na time")["input_ids"]
+    backend = _backend(models["llama"], tmp_path)
+    await backend.start()
+    await backend.stream(messages, GenerationParams(max_new_tokens=2, raw=True)).text()
+    assert backend.last_run is not None and backend.last_run.prompt_tokens == len(
+        tok("Once upon\n\na time")["input_ids"]
+    )
+
+
+async def test_a_constraint_the_engine_cannot_compile_is_a_schema_error(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    backend = _backend(models["llama"], tmp_path)
+    await backend.start()
+    bad = Constraint("regex", pattern="(?=x)y")  # check_schema refuses it; a caller that skipped it gets this
+    with pytest.raises(SchemaError, match="cannot enforce"):
+        await backend.stream(MESSAGES, GenerationParams(constraint=bad)).text()
+
+
+def test_a_sentencepiece_style_decoder_over_byte_level_bpe_becomes_plain_byte_level() -> None:
+    # The GGUF-derived SmolLM2 tokenizer.json: llguidance read its "Ġ" as a letter, so spaces were impossible.
+    byte_level = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    spec: dict[str, Any] = {
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False},
+        "decoder": {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, {"type": "Fuse"}, byte_level]},
+    }
+    assert plain_byte_level_decoder(spec) and spec["decoder"] == byte_level
+    assert not plain_byte_level_decoder(spec)  # already plain
+    sentencepiece = {"pre_tokenizer": {"type": "Metaspace"}, "decoder": {"type": "Sequence", "decoders": [byte_level]}}
+    assert not plain_byte_level_decoder(sentencepiece)  # not a byte-level vocabulary: left alone
+
+
+async def test_labels_with_spaces_can_be_written(models: dict[str, Path], tmp_path: Path) -> None:
+    backend = _backend(models["llama"], tmp_path)
+    await backend.start()
+    labels = Constraint("choice", choices=("big cat", "small dog"))
+    assert (
+        await backend.stream(MESSAGES, GenerationParams(max_new_tokens=10, constraint=labels)).text() in labels.choices
+    )
