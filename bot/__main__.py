@@ -1,4 +1,4 @@
-"""Entry point: `python -m bot [run|route|ask|classify|json|models]`. The one place that reads settings."""
+"""Entry point: `python -m bot [run|route|ask|classify|json|models|docs]`. The one place that reads settings."""
 
 from __future__ import annotations
 
@@ -40,6 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     msub.add_parser("prepare", help="build/export the catalogue's models into the cache")
     msub.add_parser("list", help="list the catalogue's models")
+    docs = sub.add_parser("docs", help="a server's knowledge base: add, list, remove documents; ask them")
+    dsub = docs.add_subparsers(dest="docs_command", metavar="ACTION", required=True)
+    dadd = dsub.add_parser("add", help="index files (.txt, .md, .html, .pdf), replacing ones of the same name")
+    dadd.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    dlist = dsub.add_parser("list", help="list the server's indexed sources")
+    dlist.add_argument("--json", action="store_true", help="one JSON array instead of lines")
+    dremove = dsub.add_parser("remove", help="remove a source and every chunk of it")
+    dremove.add_argument("name", help="the source's name as `docs list` shows it")
+    dask = dsub.add_parser("ask", help="answer QUESTION from the server's documents, with citations")
+    dask.add_argument("question")
+    for p in (dadd, dlist, dremove, dask):
+        p.add_argument("--server", type=int, required=True, metavar="ID", help="the Discord server (guild) id")
     return parser
 
 
@@ -96,6 +108,8 @@ def _dispatch(args: argparse.Namespace, settings: object) -> int:
         from bot.app import run_bot
 
         return run_bot(settings)
+    if command == "docs":
+        return asyncio.run(_docs(args, settings))
     env = settings.operator_env()
     catalogue, policy = cli.load_config(settings.catalogue_path, settings.routing_path, env)
     if command == "route":
@@ -145,6 +159,39 @@ def _dispatch(args: argparse.Namespace, settings: object) -> int:
         print(f"models ready in {settings.cache_dir}", file=sys.stderr)
         return 0
     return cli.models_list(catalogue, policy)
+
+
+async def _docs(args: argparse.Namespace, settings: object) -> int:
+    """``docs ...`` on the bot's database, migrated first as the bot does at start."""
+    from bot.settings import Settings
+    from bot.storage.engine import migrate
+    from inference import cli
+
+    assert isinstance(settings, Settings)
+    url = settings.resolved_database_url
+    if url.startswith("sqlite") and settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await migrate(url)
+    action = args.docs_command
+    if action == "add":
+        return await cli.docs_add_command(
+            args.paths, server_id=args.server, database_url=url, cache_dir=settings.cache_dir
+        )
+    if action == "list":
+        return await cli.docs_list_command(server_id=args.server, database_url=url, json_output=args.json)
+    if action == "remove":
+        return await cli.docs_remove_command(args.name, server_id=args.server, database_url=url)
+    env = settings.operator_env()
+    catalogue, policy = cli.load_config(settings.catalogue_path, settings.routing_path, env)
+    return await cli.docs_ask_command(
+        args.question,
+        server_id=args.server,
+        database_url=url,
+        catalogue=catalogue,
+        policy=policy,
+        cache_dir=settings.cache_dir,
+        env=env,
+    )
 
 
 if __name__ == "__main__":

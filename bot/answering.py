@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
@@ -20,8 +21,13 @@ from bot.storage import CustomModel, GuildConfig, Store
 from inference.catalogue import Catalogue, ModelSpec, OpenAIModel, RoutingOverrides, RoutingPolicy
 from inference.serving.service import Answer, Switchboard
 from inference.tasks.base import Framing, TaskPipeline, pipeline_for
+from inference.tasks.base import Prepared as TaskPrepared
 from inference.tasks.chat import PERSONA
 from inference.types import Attachment, ChatMessage, Request, RouteDecision, TaskId, Tier
+
+if TYPE_CHECKING:
+    from inference.knowledge.base import CanRead
+    from inference.knowledge.service import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +79,25 @@ class Prepared:
     prompt: str = ""
     #: Said instead of running a model: the task cannot be served honestly yet (``answer`` is never run).
     notice: str | None = None
+    #: A ``rag`` answer's citations, shown after the model's text ("" for other tasks).
+    sources: str = ""
 
 
 class AnswerService:
-    def __init__(self, board: Switchboard, store: Store, settings: Settings, keybox: KeyBox) -> None:
+    def __init__(
+        self,
+        board: Switchboard,
+        store: Store,
+        settings: Settings,
+        keybox: KeyBox,
+        knowledge: KnowledgeBase | None = None,
+    ) -> None:
         self.board = board
         self.store = store
         self.settings = settings
         self.keybox = keybox
+        #: The servers' knowledge base: a ``rag`` request on a server with sources is answered from it.
+        self.knowledge = knowledge
 
     def _unsealed(self, row: CustomModel) -> OpenAIModel:
         """The server's endpoint with its own key opened for this scope (only this server's rows reach here)."""
@@ -155,6 +172,8 @@ class AnswerService:
         system_prompt: str | None = None,
         history: Sequence[ChatMessage],
         prompt: str,
+        guild_id: int | None = None,
+        can_read: CanRead | None = None,
     ) -> Prepared:
         """Build the messages and settings through the routed task's pipeline (history trimmed to the model's
         context, the framing and the new prompt kept) and the answer.
@@ -174,6 +193,9 @@ class AnswerService:
             budget = backend.context_window - shaped.params.max_new_tokens - fixed
             kept, trimmed = recent_history(list(history), budget=budget, count=backend.count_tokens)
             shaped = pipeline.prepare(prompt, history=kept, framing=framing, max_new_tokens=max_new, persona=persona)
+        sources = ""
+        if decision.task == "rag" and self.knowledge is not None and guild_id is not None:
+            shaped, sources = await self._from_knowledge(guild_id, prompt, can_read, max_new, shaped)
         answer = self.board.answer(
             decision,
             shaped.messages,
@@ -181,7 +203,25 @@ class AnswerService:
             overrides=scope.overrides,
             catalogue=scope.catalogue,
         )
-        return Prepared(decision, answer, scope, trimmed, pipeline=pipeline, prompt=prompt, notice=shaped.notice)
+        return Prepared(
+            decision, answer, scope, trimmed, pipeline=pipeline, prompt=prompt, notice=shaped.notice, sources=sources
+        )
+
+    async def _from_knowledge(
+        self, guild_id: int, prompt: str, can_read: CanRead | None, max_new: int, shaped: TaskPrepared
+    ) -> tuple[TaskPrepared, str]:
+        from inference.knowledge.service import ANSWER_TOKENS, NOTHING_FOUND, citation_lines
+        from inference.tasks.pending import RagPipeline
+
+        assert self.knowledge is not None
+        if not await self.knowledge.sources(guild_id):
+            return shaped, ""  # nothing indexed: the rag task's own notice
+        hits = await self.knowledge.search(guild_id, prompt, can_read=can_read or (lambda _channel: False))
+        if not hits:
+            return TaskPrepared([], shaped.params, notice=NOTHING_FOUND), ""
+        quoted = [(h.source, h.chunk.position, h.chunk.text) for h in hits]
+        rag = RagPipeline().prepare_sources(prompt, quoted, max_new_tokens=min(max_new, ANSWER_TOKENS))
+        return rag, citation_lines(hits)
 
     async def record(self, guild_id: int | None, user_id: int, prepared: Prepared, started: float, ok: bool) -> None:
         if guild_id is None:

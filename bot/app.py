@@ -8,7 +8,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import aiohttp
 import discord
@@ -21,14 +21,18 @@ from bot.delivery import Delivery
 from bot.endpoints import EndpointService
 from bot.everyday import EverydayService
 from bot.keybox import KeyBox
+from bot.knowledge import KnowledgeService
 from bot.ratelimit import RateLimiter
 from bot.settings import Settings
 from bot.storage import Store
 from inference.serving.service import Switchboard
 
+if TYPE_CHECKING:
+    from inference.knowledge.service import KnowledgeBase
+
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.ask", "cogs.chat", "cogs.everyday", "cogs.admin", "cogs.stats", "cogs.help")
+EXTENSIONS = ("cogs.ask", "cogs.chat", "cogs.everyday", "cogs.admin", "cogs.stats", "cogs.docs", "cogs.help")
 
 
 class RedactFormValues(logging.Filter):
@@ -96,6 +100,7 @@ class SwitchboardBot(commands.Bot):
         store: Store,
         limiter: RateLimiter | None = None,
         keybox: KeyBox | None = None,
+        knowledge: KnowledgeBase | None = None,
         shutdown_grace_s: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
         **options: object,
@@ -127,11 +132,15 @@ class SwitchboardBot(commands.Bot):
         #: Monotonic clock for streaming edits and the footer's time (tests pass a manual one).
         self.clock = clock
         # The services the cogs receive (each cog's setup names the ones it uses).
-        self.answers = AnswerService(board, store, settings, self.keybox)
+        self.answers = AnswerService(board, store, settings, self.keybox, knowledge)
         self.delivery = Delivery(self.answers, self.limiter, settings, clock)
         self.conversations = ConversationService(store, board)
         self.endpoints = EndpointService(board, store, self.keybox)
         self.everyday = EverydayService(self.answers, self.delivery, settings, clock)
+        #: The server's knowledge base on Discord (/docs and its sync listeners); None when not built.
+        self.knowledge = (
+            KnowledgeService(knowledge, max_file_bytes=settings.max_attachment_bytes) if knowledge is not None else None
+        )
         self._jobs: set[asyncio.Task[object]] = set()
         self.closing = False
         self._close_task: asyncio.Task[None] | None = None
@@ -188,6 +197,8 @@ async def start(settings: Settings) -> None:
     from bot.storage import Store
     from inference.catalogue import load_catalogue, load_routing
     from inference.classifier import TaskClassifier
+    from inference.errors import ConfigError
+    from inference.knowledge.service import KnowledgeBase
     from inference.router import Router
     from inference.serving.netguard import Guard
 
@@ -210,11 +221,16 @@ async def start(settings: Settings) -> None:
             env=env,
         )
         store = await Store.open(settings.resolved_database_url)
+        knowledge: KnowledgeBase | None = None
         try:
+            try:
+                knowledge = await KnowledgeBase.open(settings.resolved_database_url, settings.cache_dir)
+            except ConfigError as exc:  # the embedder is not prepared: everything but /docs still works
+                log.warning("start-up: knowledge base off (/docs): %s", exc)
             warm = [*policy.models.values()] if settings.warm_models else []
             for note in await board.start(probe=True, warm=warm):
                 log.warning("start-up: %s", note)
-            bot = SwitchboardBot(settings=settings, board=board, store=store)
+            bot = SwitchboardBot(settings=settings, board=board, store=store, knowledge=knowledge)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError):
@@ -224,6 +240,8 @@ async def start(settings: Settings) -> None:
                 await bot.start(settings.discord_token.get_secret_value())
         finally:
             await board.aclose()
+            if knowledge is not None:
+                await knowledge.close()
             await store.close()
             log.info("shut down cleanly")
 

@@ -22,6 +22,7 @@ from bot.replies import StreamingReply, Upload, footer
 from bot.settings import Settings
 from bot.storage import GuildConfig
 from inference.errors import InferenceError
+from inference.knowledge.base import CanRead
 from inference.tasks.base import Rendered
 from inference.types import Attachment, ChatMessage, Request, TaskId, Tier
 
@@ -52,6 +53,9 @@ class Ask:
     keep_tier: Tier | None = None
     #: The asker's role ids on the server (empty in DMs): an exempt role skips the rate limit.
     role_ids: Sequence[int] = ()
+    #: Whether the asker may read a channel now (Discord's permissions, bot.knowledge.member_can_read): a ``rag``
+    #: answer from the server's knowledge base uses channel text only where this says yes (None: no channel text).
+    can_read: CanRead | None = None
 
 
 #: What a direct message gets when the operator turned DMs off (SWITCHBOARD_ALLOW_DMS=false).
@@ -102,6 +106,8 @@ class Delivery:
                 system_prompt=service.system_prompt(scope, ask.channel_id),
                 history=ask.history,
                 prompt=request.text or "(see attachment)",
+                guild_id=ask.guild_id,
+                can_read=ask.can_read,
             )
         except UserError as exc:
             await target.refuse(str(exc))
@@ -158,6 +164,10 @@ class Delivery:
                 if live:
                     await reply.push(piece)
             rendered = pipeline.finish("".join(parts), prompt=prepared.prompt) if pipeline else Rendered("".join(parts))
+            if prepared.sources:  # a rag answer's citations
+                rendered = Rendered(rendered.text + prepared.sources, rendered.files)
+                if live:
+                    await reply.push(prepared.sources)
             if not live:
                 await reply.push(rendered.text)
             ok = True

@@ -12,6 +12,7 @@ from bot.answering import PLACEHOLDER
 from bot.app import SwitchboardBot
 from bot.conversations import ConversationService
 from bot.delivery import DMS_OFF, Ask, Delivery
+from bot.knowledge import member_can_read
 from bot.replies import SAFE_MENTIONS
 from bot.settings import Settings
 from bot.storage import Store
@@ -77,6 +78,7 @@ class AskCog(commands.Cog):
                     attachments=[to_attachment(file)] if file else [],
                     task=task.value if task else None,  # type: ignore[arg-type]
                     role_ids=role_ids(interaction.user),
+                    can_read=member_can_read(interaction.user, interaction.guild),
                 ),
             )
 
@@ -128,6 +130,7 @@ class AskCog(commands.Cog):
                     attachments=[to_attachment(a) for a in message.attachments],
                     history=history,
                     role_ids=role_ids(message.author),
+                    can_read=member_can_read(message.author, message.guild),
                 ),
             )
 

@@ -155,3 +155,15 @@ def is_complete(out: Path) -> bool:
         return json.loads((out / MARKER).read_text(encoding="utf-8")).get("format") == EXPORT_FORMAT
     except (OSError, ValueError):
         return False
+
+
+# --- The knowledge base's embedder ----------------------------------------------------------------------
+
+#: Bump when the embedder export's layout changes.
+EMBEDDER_FORMAT = 1
+
+
+def embedder_dir(cache_dir: Path) -> Path:
+    """The packaged all-MiniLM-L6-v2 exported to int8 ONNX for the knowledge base (``model.onnx``,
+    ``tokenizer.json`` and the marker), built by ``models prepare``."""
+    return cache_dir / "onnx" / f"minilm-embedder-int8-v{EMBEDDER_FORMAT}"

@@ -12,6 +12,9 @@ Contract (other tools depend on it):
 - ``classify TEXT --labels a,b,c [--multi]`` prints exactly ``{"labels": [...], "scores": {...}}``.
 - ``json PROMPT --schema FILE`` prints only the JSON document; exit 1 with an error on stderr when no valid
   document could be produced, exit 2 for a schema that can't be read or used.
+- ``docs add PATH... | list | remove NAME | ask QUESTION --server ID`` work on the bot's database;
+  ``docs ask`` prints the answer on stdout and on stderr one JSON line with the route's keys,
+  ``nothing_found`` and ``citations`` (``[{"source", "position", "quote"}]``).
 """
 
 from __future__ import annotations
@@ -351,3 +354,120 @@ def models_list(catalogue: Catalogue, policy: RoutingPolicy, stdout: TextIO = sy
         mark = f"  <- {routed[name]} tier" if name in routed else ""
         print(f"{name:16} {spec.kind:12} {spec.tier.value:6} {where}{mark}", file=stdout)
     return 0
+
+
+# --- docs: the server's knowledge base (the same database as the bot) ---------------------------------------
+
+
+async def docs_add_command(
+    paths: list[Path], *, server_id: int, database_url: str, cache_dir: Path, stdout: TextIO = sys.stdout
+) -> int:
+    """Index each file (replacing one of the same name); one line per file. Exit 1 when any was refused."""
+    from inference.errors import BadRequest
+    from inference.knowledge.service import KnowledgeBase
+
+    kb = await KnowledgeBase.open(database_url, cache_dir)
+    failed = 0
+    try:
+        for path in paths:
+            try:
+                data = path.read_bytes()
+                source = await kb.add_file(server_id, path.name, data)
+            except OSError as exc:
+                print(f"error: can't read {path}: {exc.strerror or exc}", file=sys.stderr)
+                failed += 1
+                continue
+            except BadRequest as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            print(f"added {source.name}: {source.chunks} chunks", file=stdout)
+    finally:
+        await kb.close()
+    return 1 if failed else 0
+
+
+async def docs_list_command(
+    *, server_id: int, database_url: str, stdout: TextIO = sys.stdout, json_output: bool = False
+) -> int:
+    from inference.knowledge.service import open_index
+
+    index = await open_index(database_url)
+    try:
+        sources = await index.sources(server_id)
+    finally:
+        await index.close()
+    if json_output:
+        rows = [{"name": s.name, "kind": s.kind, "channel_id": s.channel_id, "chunks": s.chunks} for s in sources]
+        print(json.dumps(rows), file=stdout)
+        return 0
+    if not sources:
+        print(f"no documents indexed for server {server_id}", file=sys.stderr)
+    for s in sources:
+        where = f"  channel {s.channel_id}" if s.channel_id is not None else ""
+        print(f"{s.name}\t{s.kind}\t{s.chunks} chunks{where}", file=stdout)
+    return 0
+
+
+async def docs_remove_command(name: str, *, server_id: int, database_url: str, stdout: TextIO = sys.stdout) -> int:
+    from inference.knowledge.service import open_index
+
+    index = await open_index(database_url)
+    try:
+        removed = await index.remove(server_id, name)
+    finally:
+        await index.close()
+    if not removed:
+        print(f"error: no document named {name!r} on server {server_id}", file=sys.stderr)
+        return 1
+    print(f"removed {name}", file=stdout)
+    return 0
+
+
+async def docs_ask_command(
+    question: str,
+    *,
+    server_id: int,
+    database_url: str,
+    catalogue: Catalogue,
+    policy: RoutingPolicy,
+    cache_dir: Path,
+    env: Mapping[str, str] | None = None,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+) -> int:
+    """The answer on stdout; on stderr one JSON line: the route's keys plus ``citations`` and ``nothing_found``.
+
+    The command line reads every source (files and channels alike): it has no Discord user to check.
+    """
+    from dataclasses import asdict
+
+    from inference.errors import InferenceError
+    from inference.knowledge.service import KnowledgeBase
+
+    kb = await KnowledgeBase.open(database_url, cache_dir)
+    try:
+        board, notes = await build_switchboard(catalogue, policy, cache_dir, env)
+        for note in notes:
+            print(f"note: {note}", file=stderr)
+        started = time.perf_counter()
+        try:
+            result = await kb.answer(server_id, question, can_read=lambda _channel: True, board=board)
+        except InferenceError as exc:
+            print(f"error: {exc.user_text} ({exc})", file=stderr)
+            return 1
+        finally:
+            await board.aclose()
+        print(result.text, file=stdout)
+        if result.citations:
+            print("\nSources:", file=stdout)
+            for n, c in enumerate(result.citations, start=1):
+                print(f'[{n}] {c.source}, {c.position}: "{c.quote}"', file=stdout)
+        line = dict(result.route)
+        line["total_s"] = round(time.perf_counter() - started, 3)
+        line["nothing_found"] = result.nothing_found
+        line["citations"] = [asdict(c) for c in result.citations]
+        print(json.dumps(line, ensure_ascii=False), file=stderr)
+        return 0
+    finally:
+        await kb.close()

@@ -1,7 +1,7 @@
 """Build everything the catalogue needs into the cache: idempotent, with a progress bar.
 
-Steps: the task classifier (encoder export + training), each ONNX model's export, and each packaged
-transformers model's conversion. Each step skips itself when its output is already there.
+Steps: the task classifier (encoder export + training), the knowledge base's embedder, each ONNX model's
+export, and each packaged transformers model's conversion. Each step skips itself when its output is already there.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ class Step:
 
 
 def plan(catalogue: Catalogue, cache_dir: Path) -> list[Step]:
-    steps = [Step("task classifier", partial(_classifier, cache_dir))]
+    steps = [
+        Step("task classifier", partial(_classifier, cache_dir)),
+        Step("knowledge embedder (ONNX int8)", partial(_embedder, cache_dir)),
+    ]
     for name, spec in catalogue.models.items():
         if isinstance(spec, OnnxModel):
             steps.append(Step(f"{name} (ONNX {spec.runtime} {spec.precision})", partial(_onnx, spec, cache_dir)))
@@ -40,6 +43,12 @@ def _classifier(cache_dir: Path, say: Callable[[str], None]) -> object:
     from inference.classifier.train import prepare_classifier
 
     return prepare_classifier(cache_dir, say)
+
+
+def _embedder(cache_dir: Path, say: Callable[[str], None]) -> object:
+    from inference.build.embedder import prepare_embedder
+
+    return prepare_embedder(cache_dir, say)
 
 
 def _onnx(spec: OnnxModel, cache_dir: Path, say: Callable[[str], None]) -> object:

@@ -36,8 +36,11 @@ from bot.app import SwitchboardBot
 from bot.ratelimit import RateLimiter
 from bot.settings import Settings
 from bot.storage import Store
+from inference.artifacts import default_cache_dir, embedder_dir
 from inference.backends.base import Backend
 from inference.catalogue import ModelSpec, RoutingPolicy, load_routing
+from inference.knowledge.embedder import Embedder
+from inference.knowledge.service import KnowledgeBase, open_index
 from inference.router import Router
 from inference.serving.clock import FakeClock
 from inference.serving.netguard import Guard
@@ -75,6 +78,19 @@ class KeywordClassifier:
         return Classification(
             task=task, confidence=0.9, difficulty=difficulty, signals=signals, prompt_tokens=len(text) // 4
         )
+
+
+_EMBEDDER: list[Embedder] = []
+
+
+def shared_embedder() -> Embedder:
+    """The prepared all-MiniLM-L6-v2, loaded once per test session (the test is skipped where it isn't prepared)."""
+    if not _EMBEDDER:
+        directory = embedder_dir(default_cache_dir())
+        if not (directory / "model.onnx").exists():
+            pytest.skip(f"the knowledge embedder is not prepared in {directory} (python -m bot models prepare)")
+        _EMBEDDER.append(Embedder(directory))
+    return _EMBEDDER[0]
 
 
 def routing_policy() -> RoutingPolicy:
@@ -136,6 +152,9 @@ class Harness:
         self.resolved: dict[str, list[str]] = {PUBLIC_HOST: [PUBLIC_IP], REBINDING_HOST: ["10.0.0.5"]}
         self.shutdown_grace_s = 5.0
         self.probe = StoreProbe(fake)
+        #: Build the knowledge base (/docs) on the test's SQLite file with the prepared embedder (shared per session).
+        self.with_knowledge = False
+        self.knowledge: KnowledgeBase | None = None
         self.bot: SwitchboardBot | None = None
         self.store: Store | None = None
         self.board: Switchboard | None = None
@@ -206,7 +225,11 @@ class Harness:
             store = await Store.open(settings.resolved_database_url)
             self.probe.attach(store)
             self.store, self.board = store, board
+            knowledge = None
             try:
+                if self.with_knowledge:
+                    knowledge = KnowledgeBase(await open_index(settings.resolved_database_url), shared_embedder())
+                self.knowledge = knowledge
                 await board.start(probe=False)
                 bot = SwitchboardBot(
                     settings=settings,
@@ -216,6 +239,7 @@ class Harness:
                     clock=self.clock,
                     shutdown_grace_s=self.shutdown_grace_s,
                     guild_ready_timeout=0.05,
+                    knowledge=knowledge,
                 )
                 self.bot = bot
                 self.runs += 1
@@ -223,6 +247,8 @@ class Harness:
                     yield bot
             finally:
                 await board.aclose()
+                if knowledge is not None:
+                    await knowledge.close()
                 await store.close()
 
     # -- waiting and inspecting ---------------------------------------------------------------------

@@ -175,7 +175,9 @@ class CommandsMixin(Core):
         elif type_ == OPT_CHANNEL:
             cid = value["id"] if isinstance(value, dict) else str(value)
             ch = self.channels[cid]
-            keep = ("id", "name", "type", "parent_id", "thread_metadata")
+            keep: tuple[str, ...] = ("id", "name", "type", "parent_id", "thread_metadata")
+            if ch["type"] in P.THREAD_TYPES:  # a thread comes resolved with its thread fields, as on Discord
+                keep += ("guild_id", "owner_id", "last_message_id", "message_count", "member_count", "flags")
             resolved.setdefault("channels", {})[cid] = {
                 **{k: ch[k] for k in keep if k in ch},
                 "permissions": str(P.ALL_PERMISSIONS),

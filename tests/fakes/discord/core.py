@@ -78,9 +78,12 @@ class Core:
         self.channels: dict[str, dict[str, Any]] = {}  # channels, threads and DMs by id
         self.messages: dict[str, dict[str, Any]] = {}  # by id (deleted ones removed)
         self._channel_messages: dict[str, list[str]] = {}
+        #: Pinned message ids per channel with when they were pinned, newest pin first (messages.py `pin`).
+        self._pins: dict[str, list[tuple[str, str]]] = {}
         self.commands: dict[str, dict[str, dict[str, Any]]] = {"global": {}}  # scope -> name -> command
         self.interactions: dict[str, Interaction] = {}  # by token
         self.cdn: dict[str, tuple[bytes, str]] = {}  # attachment path -> (bytes, content type)
+        self.cdn_reads: list[str] = []  # attachment paths downloaded, in order (what was read, not only sent)
         self.thread_members: dict[str, list[str]] = {}  # thread id -> user ids
         self.closed_dms: set[str] = set()  # users who accept no DMs from the bot (see `close_dms`)
 
@@ -316,6 +319,7 @@ class Core:
             return await self._rest(request, path[len(API_PREFIX) :])
         if path.startswith("/attachments/") and path in self.cdn:
             data, content_type = self.cdn[path]
+            self.cdn_reads.append(path)
             return web.Response(body=data, headers={"Content-Type": content_type})
         return web.Response(status=404, text="not found")
 

@@ -95,6 +95,57 @@ class MessagesMixin(Core):
         await self.flush()
         return msg
 
+    async def edit_message_as_user(self, message: dict[str, Any], content: str) -> dict[str, Any]:
+        """A human edits their own message: the content changes and MESSAGE_UPDATE is dispatched."""
+        msg = self._message(message["channel_id"], message["id"])
+        msg = self._edit(msg, {"content": content}, [])
+        await self.flush()
+        return msg
+
+    async def delete_message_as_user(self, message: dict[str, Any]) -> None:
+        """A human (or a moderator) deletes a message: MESSAGE_DELETE is dispatched."""
+        self._delete(self._message(message["channel_id"], message["id"]))
+        await self.flush()
+
+    async def bulk_delete(self, messages: Iterable[dict[str, Any]]) -> None:
+        """A moderator (or a moderation bot) purges messages of one channel: one MESSAGE_DELETE_BULK."""
+        found = [self._message(m["channel_id"], m["id"]) for m in messages]
+        if not found:
+            return
+        channel_id = found[0]["channel_id"]
+        for msg in found:
+            del self.messages[msg["id"]]
+        event: dict[str, Any] = {"ids": [m["id"] for m in found], "channel_id": channel_id}
+        if gid := self.channels.get(channel_id, {}).get("guild_id"):
+            event["guild_id"] = gid
+        self._dispatch("MESSAGE_DELETE_BULK", event)
+        await self.flush()
+
+    async def pin(self, message: dict[str, Any]) -> None:
+        """Pin a message (as a moderator would): it shows up in the channel's pins, newest pin first.
+        Dispatches MESSAGE_UPDATE (pinned) and CHANNEL_PINS_UPDATE."""
+        msg = self._message(message["channel_id"], message["id"])
+        msg["pinned"] = True
+        self._pins.setdefault(msg["channel_id"], []).insert(0, (msg["id"], P.iso()))
+        await self._pins_changed(msg)
+
+    async def unpin(self, message: dict[str, Any]) -> None:
+        """The opposite of `pin`."""
+        msg = self._message(message["channel_id"], message["id"])
+        msg["pinned"] = False
+        pins = self._pins.get(msg["channel_id"], [])
+        pins[:] = [(i, at) for i, at in pins if i != msg["id"]]
+        await self._pins_changed(msg)
+
+    async def _pins_changed(self, msg: dict[str, Any]) -> None:
+        self._dispatch("MESSAGE_UPDATE", self._gateway_message(msg))
+        pins = self._pins.get(msg["channel_id"], [])
+        event: dict[str, Any] = {"channel_id": msg["channel_id"], "last_pin_timestamp": pins[0][1] if pins else None}
+        if gid := self.channels[msg["channel_id"]].get("guild_id"):
+            event["guild_id"] = gid
+        self._dispatch("CHANNEL_PINS_UPDATE", event)
+        await self.flush()
+
     # ------------------------------------------------------------------ REST: channels and messages
 
     def _channel(self, channel_id: str) -> dict[str, Any]:
@@ -162,6 +213,17 @@ class MessagesMixin(Core):
         if "after" in c.query:  # Discord returns the oldest `limit` after the id, newest first
             newest_first = newest_first[-limit:]
         return 200, newest_first[:limit]
+
+    async def _get_pins(self, c: Call) -> tuple[int, Any]:
+        """GET /channels/{id}/messages/pins: {items: [{pinned_at, message}], has_more}, newest pin first."""
+        channel = self._channel(c.params["channel_id"])
+        self._require(channel["id"], P.READ_MESSAGE_HISTORY)
+        pins = [(i, at) for i, at in self._pins.get(channel["id"], []) if i in self.messages]
+        if "before" in c.query:
+            pins = [(i, at) for i, at in pins if at < c.query["before"]]
+        limit = int(c.query.get("limit", 50))
+        items = [{"pinned_at": at, "message": self.messages[i]} for i, at in pins[:limit]]
+        return 200, {"items": items, "has_more": len(pins) > limit}
 
     async def _get_message(self, c: Call) -> tuple[int, Any]:
         msg = self._message(c.params["channel_id"], c.params["message_id"])

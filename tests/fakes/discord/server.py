@@ -81,6 +81,7 @@ class FakeDiscord(
         r("GET", "/channels/{channel_id}", self._get_channel)
         r("PATCH", "/channels/{channel_id}", self._patch_channel)
         r("DELETE", "/channels/{channel_id}", self._delete_channel)
+        r("GET", "/channels/{channel_id}/messages/pins", self._get_pins)
         r("GET", "/channels/{channel_id}/messages", self._get_messages)
         r("POST", "/channels/{channel_id}/messages", self._post_message)
         r("GET", "/channels/{channel_id}/messages/{message_id}", self._get_message)
