@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypedDict
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from inference.catalogue import Catalogue, RoutingPolicy
 from inference.errors import ConfigError, InferenceError
 from inference.types import TASKS
 
@@ -95,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class _ModelArgs(TypedDict):
+    catalogue: Catalogue
+    policy: RoutingPolicy
+    cache_dir: Path
+    env: Mapping[str, str]
+
+
 def _dispatch(args: argparse.Namespace, settings: object) -> int:
     from bot.settings import Settings
     from inference import cli
@@ -112,46 +122,16 @@ def _dispatch(args: argparse.Namespace, settings: object) -> int:
         return asyncio.run(_docs(args, settings))
     env = settings.operator_env()
     catalogue, policy = cli.load_config(settings.catalogue_path, settings.routing_path, env)
+    # What every model command needs; the operator's environment gives operator endpoints their keys.
+    common = _ModelArgs(catalogue=catalogue, policy=policy, cache_dir=settings.cache_dir, env=env)
     if command == "route":
-        return asyncio.run(
-            cli.route_command(args.text, catalogue=catalogue, policy=policy, cache_dir=settings.cache_dir)
-        )
+        return asyncio.run(cli.route_command(args.text, **common))
     if command == "ask":
-        return asyncio.run(
-            cli.ask_command(
-                args.text,
-                catalogue=catalogue,
-                policy=policy,
-                cache_dir=settings.cache_dir,
-                task=args.task,
-                max_new_tokens=args.max_new_tokens,
-                env=env,
-            )
-        )
+        return asyncio.run(cli.ask_command(args.text, task=args.task, max_new_tokens=args.max_new_tokens, **common))
     if command == "classify":
-        return asyncio.run(
-            cli.classify_command(
-                args.text,
-                args.labels,
-                catalogue=catalogue,
-                policy=policy,
-                cache_dir=settings.cache_dir,
-                multi=args.multi,
-                env=env,
-            )
-        )
+        return asyncio.run(cli.classify_command(args.text, args.labels, multi=args.multi, **common))
     if command == "json":
-        return asyncio.run(
-            cli.json_command(
-                args.prompt,
-                args.schema,
-                catalogue=catalogue,
-                policy=policy,
-                cache_dir=settings.cache_dir,
-                max_new_tokens=args.max_new_tokens,
-                env=env,
-            )
-        )
+        return asyncio.run(cli.json_command(args.prompt, args.schema, max_new_tokens=args.max_new_tokens, **common))
     if args.models_command == "prepare":
         from inference.build.prepare import prepare_all
 

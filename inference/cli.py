@@ -102,8 +102,9 @@ async def route_command(
     cache_dir: Path,
     stdin: TextIO = sys.stdin,
     stdout: TextIO = sys.stdout,
+    env: Mapping[str, str] | None = None,
 ) -> int:
-    board, _notes = await build_switchboard(catalogue, policy, cache_dir)
+    board, _notes = await build_switchboard(catalogue, policy, cache_dir, env)
     try:
         if text is not None:
             print(json.dumps(board.route(Request(text=text)).as_json()), file=stdout, flush=True)

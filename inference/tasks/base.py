@@ -111,20 +111,23 @@ class TaskPipeline:
     ) -> Prepared:
         framing = framing or Framing()
         examples = framing.examples or self.examples
+        params = self.params(prompt, framing, max_new_tokens)
+        shots = [m for q, a in examples for m in (ChatMessage("user", q), ChatMessage("assistant", a))]
+        past = list(history) if self.uses_history else []
+        messages = [ChatMessage("system", self.system_text(framing, persona)), *shots, *past]
+        return Prepared([*messages, ChatMessage("user", self.user_text(prompt))], params)
+
+    def params(self, prompt: str, framing: Framing, max_new_tokens: int) -> GenerationParams:
+        """The generation settings: the task's, a server's framing over them, never past the caller's cap."""
         limit = framing.max_new_tokens or self.max_new_tokens
-        temperature = framing.temperature if framing.temperature is not None else self.temperature
-        params = GenerationParams(
+        return GenerationParams(
             max_new_tokens=min(max_new_tokens, limit) if limit else max_new_tokens,
-            temperature=temperature,
+            temperature=framing.temperature if framing.temperature is not None else self.temperature,
             top_p=self.top_p,
             stop=self.stop,
             constraint=self.constraint(prompt),
             raw=not self.chat_template,
         )
-        shots = [m for q, a in examples for m in (ChatMessage("user", q), ChatMessage("assistant", a))]
-        past = list(history) if self.uses_history else []
-        messages = [ChatMessage("system", self.system_text(framing, persona)), *shots, *past]
-        return Prepared([*messages, ChatMessage("user", self.user_text(prompt))], params)
 
     def finish(self, text: str, *, prompt: str = "") -> Rendered:
         return Rendered(text.strip())

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from inference.tasks.base import Framing, Prepared, Rendered, TaskPipeline
-from inference.types import ChatMessage, GenerationParams, TaskId
+from inference.types import ChatMessage, TaskId
 
 #: "Continue this story: ...", "complete the sentence: ...": the instruction is not part of the text.
 _INSTRUCTION = re.compile(
@@ -45,14 +45,7 @@ class CompletionPipeline(TaskPipeline):
         persona: str | None = None,
     ) -> Prepared:
         framing = framing or Framing()
-        limit = framing.max_new_tokens or self.max_new_tokens
-        params = GenerationParams(
-            max_new_tokens=min(max_new_tokens, limit) if limit else max_new_tokens,
-            temperature=framing.temperature if framing.temperature is not None else self.temperature,
-            top_p=self.top_p,
-            stop=self.stop,
-            raw=True,
-        )
+        params = self.params(prompt, framing, max_new_tokens)
         # A raw prompt is the messages' contents joined: a server's framing text is a preamble, nothing more.
         lead = [ChatMessage("user", framing.system)] if framing.system else []
         return Prepared([*lead, ChatMessage("user", text_to_continue(prompt))], params)

@@ -223,6 +223,10 @@ async def run_async(args: list[str], env: dict[str, str]) -> tuple[int, str, str
     return proc.returncode, out.decode(), err.decode()
 
 
+def rewrite(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new))
+
+
 def route_line(stderr: str) -> dict[str, object]:
     route = json.loads(stderr.strip().splitlines()[-1])
     assert isinstance(route["tokens"], int) and isinstance(route["tokens_per_s"], float)
@@ -294,3 +298,23 @@ def test_json_refuses_a_broken_schema(env, tmp_path, content, words):
 def test_classify_needs_two_labels(env):
     result = run(["classify", "x", "--labels", "only"], env)
     assert result.returncode == 2 and "at least two" in result.stderr
+
+
+async def test_route_probes_operator_endpoints_with_the_operators_key(env, openai_server, tmp_path):
+    # A large endpoint that needs the operator's key: without it the start-up probe reads "credentials
+    # refused" and route would report a stand-in instead of the endpoint.
+    openai_server.required_key = "sk-operator-key"
+    endpoint_env = fake_endpoint_env(env, openai_server, tmp_path)
+    keyed = "large-fake: {api_key_env: SWITCHBOARD_LARGE_API_KEY, fallback: small-fake, kind: openai,"
+    await asyncio.to_thread(
+        rewrite, Path(endpoint_env["SWITCHBOARD_CATALOGUE_PATH"]), "large-fake: {kind: openai,", keyed
+    )
+    code, out, err = await run_async(
+        ["route", "write a python function that parses ISO dates"],
+        {**endpoint_env, "SWITCHBOARD_LARGE_API_KEY": "sk-operator-key"},
+    )
+    assert code == 0, err
+    route = json.loads(out)
+    assert route["tier"] == "large" and route["model"] == "large-fake", route
+    probes = [r for r in openai_server.requests if r.path.endswith("/models")]
+    assert probes and all(r.headers.get("Authorization") == "Bearer sk-operator-key" for r in probes)

@@ -107,6 +107,8 @@ class FakeOpenAIServer:
         self.model = model
         self.default = Reply()
         self.models_status = 200
+        #: When set, ``/models`` answers 401 to a request without ``Authorization: Bearer <this key>``.
+        self.required_key: str | None = None
         #: /models answers 200 with a body that never ends (a hostile probe target).
         self.models_flood = False
         self.requests: list[RecordedRequest] = []
@@ -188,6 +190,8 @@ class FakeOpenAIServer:
         await self._record(request)
         if self.models_flood:
             return await self._flood(request, "application/json", b'{"data": [', b'{"id": "m"}, ')
+        if self.required_key is not None and request.headers.get("Authorization") != f"Bearer {self.required_key}":
+            return web.json_response({"error": {"message": "invalid api key"}}, status=401)
         if self.models_status != 200:
             return web.json_response({"error": {"message": "no"}}, status=self.models_status)
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
