@@ -5,9 +5,11 @@ bench/data/README.md). Every distinct answer passage is indexed as one chunk, em
 all-MiniLM-L6-v2 (inference/knowledge/embedder.py); each question should find its own passage. recall@5 and MRR
 (reciprocal rank of the first right passage in the top 5 fused/ranked hits, 0 beyond) for the vector ranking only,
 the keyword ranking only and the two fused by reciprocal rank (inference/knowledge/fusion.py), each ranking taking
-``k * CANDIDATES`` candidates as the service does. Two question sets: the reference-style categories (answers that
-explain their topic: coding, computers, science, history, tech_support) and every English category (adding
-chit-chat and one-word trivia answers that share no words with their question).
+``k * CANDIDATES`` candidates as the service does. Three question sets: the reference-style categories (answers that
+explain their topic: coding, computers, science, history, tech_support); every category's pairs whose answer is a
+passage (at least ``PASSAGE_WORDS`` words: what a knowledge base holds - the set the issue's target is read on); and
+every English pair (adding chit-chat and one-word trivia answers such as "Hello." or "Jupiter." that share no words
+with their question: a floor, not a knowledge base).
 
 Scale: synthetic chunks (random unit vectors, texts of random words from a 5,000-word vocabulary - no embedding
 in the timings), added in sources of 1,000 chunks up to 1k, 10k and 100k chunks in the same database; indexing
@@ -43,6 +45,14 @@ from inference.knowledge.fusion import rrf
 
 DATA = Path(__file__).resolve().parent / "data" / "faq.jsonl"
 REFERENCE = ("coding", "computers", "science", "history", "tech_support")
+#: Shortest answer counted as a passage: a sentence or more, not a chit-chat reply or a one-word fact.
+PASSAGE_WORDS = 12
+#: (label, categories or None for all, shortest answer in words)
+QUESTION_SETS: tuple[tuple[str, tuple[str, ...] | None, int], ...] = (
+    ("reference categories", REFERENCE, 0),
+    (f"passage answers (>= {PASSAGE_WORDS} words), all categories", None, PASSAGE_WORDS),
+    ("all English pairs", None, 0),
+)
 DIM = 384
 K = 5
 SERVER = 1
@@ -109,7 +119,7 @@ class QualityRow:
     mrr: float
 
 
-def load_faq(categories: tuple[str, ...] | None) -> tuple[list[str], list[str], list[int]]:
+def load_faq(categories: tuple[str, ...] | None, min_words: int = 0) -> tuple[list[str], list[str], list[int]]:
     """(passages, questions, the passage index each question should find)."""
     passages: dict[str, int] = {}
     questions: list[str] = []
@@ -119,6 +129,8 @@ def load_faq(categories: tuple[str, ...] | None) -> tuple[list[str], list[str], 
         if categories is not None and row["category"] not in categories:
             continue
         passage = "\n".join(row["answers"])
+        if len(passage.split()) < min_words:
+            continue
         gold.append(passages.setdefault(passage, len(passages)))
         questions.append(row["question"])
     return list(passages), questions, gold
@@ -137,8 +149,8 @@ def score(rankings: list[list[int]], gold: list[int]) -> tuple[float, float]:
 async def quality(embedder: object, backends: dict[str, Opener]) -> list[QualityRow]:
     rows: list[QualityRow] = []
     wanted = K * candidates()
-    for label, categories in (("reference categories", REFERENCE), ("all English categories", None)):
-        passages, questions, gold = load_faq(categories)
+    for label, categories, min_words in QUESTION_SETS:
+        passages, questions, gold = load_faq(categories, min_words)
         t0 = time.perf_counter()
         p_vectors = embedder.embed(passages)  # type: ignore[attr-defined]
         EMBED_RATE.append(len(passages) / (time.perf_counter() - t0))

@@ -20,7 +20,6 @@ import discord
 
 from bot.answering import UserError, human_size
 from inference.knowledge.base import CanRead, MessageText, Source, SourceKind
-from inference.knowledge.chunking import chunk_messages, chunk_texts
 
 if TYPE_CHECKING:
     from inference.knowledge.service import KnowledgeBase
@@ -255,11 +254,7 @@ class KnowledgeService:
             source = next((s for s in sources if s.kind == "channel" and s.channel_id == channel_id), None)
             if source is None:
                 return False
-            # Appended to the channel's source (the index adds to a source that exists; nothing else is
-            # re-embedded). KnowledgeBase has no "append a message" call of its own yet.
-            chunks = chunk_messages([message_text(message)])
-            vectors = await self.kb.embedder.aembed(chunk_texts(chunks))
-            await self.kb.index.add(source, chunks, vectors)
+            await self.kb.append_message(source, message_text(message))
         return True
 
     def can_read(self, member: discord.abc.User, guild: discord.Guild | None) -> CanRead:

@@ -18,6 +18,7 @@ from bot.answering import PLACEHOLDER, AnswerService, UserError
 from bot.app import SwitchboardBot
 from bot.conversations import ConversationService
 from bot.delivery import Ask, Delivery, wrong_channel_note
+from bot.knowledge import member_can_read
 from bot.replies import SAFE_MENTIONS, split_message
 from bot.storage import Store
 from cogs._common import to_attachment
@@ -189,6 +190,8 @@ class ChatCog(commands.GroupCog, group_name="chat"):
                     history=history,
                     keep_tier=conversation.tier,
                     role_ids=role_ids(user),
+                    # A rag turn draws only on channels this member can read now, as in /ask.
+                    can_read=member_can_read(user, thread.guild),
                 ),
             )
             if outcome is None or not outcome.ok:

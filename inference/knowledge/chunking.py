@@ -26,6 +26,8 @@ from inference.knowledge.base import Chunk, MessageText
 
 #: Largest file accepted for indexing (checked before download by the bot, and again here).
 MAX_FILE_BYTES = 10 * 1024 * 1024
+#: Pages read from one PDF: text extraction costs time per page, and a small file can declare thousands.
+MAX_PDF_PAGES = 500
 TARGET_CHARS = 700
 MIN_CHARS = 200
 OVERLAP_CHARS = 80
@@ -240,6 +242,10 @@ def chunk_pdf(data: bytes) -> list[Chunk]:
 
     try:
         reader = PdfReader(io.BytesIO(data))
+        if len(reader.pages) > MAX_PDF_PAGES:
+            raise DocumentRejected(
+                f"the PDF has {len(reader.pages)} pages; at most {MAX_PDF_PAGES} can be indexed (split it first)"
+            )
         pages = [page.extract_text() or "" for page in reader.pages]
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
         raise DocumentRejected(f"the PDF can't be read: {exc}") from None

@@ -139,14 +139,21 @@ class KnowledgeBase:
 
     async def update_message(self, server_id: int, message: MessageText) -> bool:
         """Re-index an edited message if it is indexed (False, and nothing done, when it is not)."""
-        if await self.index.remove_message(server_id, message.id) == 0:
-            return False
         source = _owner(await self.index.sources(server_id), message)
         if source is None:
             return False
         chunks = chunk_messages([message])
-        await self.index.add(source, chunks, await self._embed(chunk_texts(chunks), None))
+        # Embedded before the old chunks go, so a failure here leaves the old text searchable, not nothing.
+        vectors = await self._embed(chunk_texts(chunks), None)
+        if await self.index.remove_message(server_id, message.id) == 0:
+            return False
+        await self.index.add(source, chunks, vectors)
         return True
+
+    async def append_message(self, source: Source, message: MessageText) -> None:
+        """Add one new message to an existing source (a watched channel), embedding only that message."""
+        chunks = chunk_messages([message])
+        await self.index.add(source, chunks, await self._embed(chunk_texts(chunks), None))
 
     async def remove_message(self, server_id: int, message_id: int) -> int:
         return await self.index.remove_message(server_id, message_id)

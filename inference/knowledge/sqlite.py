@@ -34,6 +34,9 @@ from inference.knowledge.base import Chunk, Hit, KnowledgeIndex, Source
 T = TypeVar("T")
 DIMENSIONS = 384
 
+#: Porter stemming over unicode61, so "sentient" finds "sentience" as PostgreSQL's ``english`` config does.
+FTS_TOKENIZE = "tokenize='porter unicode61'"
+
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS knowledge_sources (
         id INTEGER PRIMARY KEY,
@@ -60,7 +63,7 @@ _SCHEMA = [
         server_id integer partition key,
         embedding float[{DIMENSIONS}] distance_metric=cosine
     )""",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_fts USING fts5(text, context, server_id UNINDEXED)",
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_fts USING fts5(text, context, server_id UNINDEXED, {FTS_TOKENIZE})",
 ]
 
 #: Words too common to help a keyword search (FTS5 has no stop list; BM25 discounts them, but OR-ing them
@@ -119,6 +122,7 @@ class SqliteIndex(KnowledgeIndex):
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._rebuild_fts = False
 
     @classmethod
     async def open(cls, url_or_path: str) -> SqliteIndex:
@@ -135,8 +139,22 @@ class SqliteIndex(KnowledgeIndex):
     def _setup(self) -> None:
         self._conn = connect(self.path)
         with self._tx() as conn:
+            self._upgrade_fts(conn)
             for statement in _SCHEMA:
                 conn.execute(statement)
+            if self._rebuild_fts:
+                conn.execute(
+                    "INSERT INTO knowledge_fts (rowid, text, context, server_id) "
+                    "SELECT id, text, context, server_id FROM knowledge_chunks"
+                )
+
+    def _upgrade_fts(self, conn: sqlite3.Connection) -> None:
+        """An index made before stemming has an FTS table with the plain tokenizer: drop it, to be rebuilt from
+        the chunks (the tokenizer of an FTS5 table can't be changed in place)."""
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'knowledge_fts'").fetchone()
+        self._rebuild_fts = row is not None and "porter" not in row[0]
+        if self._rebuild_fts:
+            conn.execute("DROP TABLE knowledge_fts")
 
     def _tx(self) -> Any:
         assert self._conn is not None, "index is closed"

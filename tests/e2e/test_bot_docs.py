@@ -410,3 +410,28 @@ async def test_a_rag_request_through_ask_reads_only_what_the_asker_may(docs: Har
         answer = await docs.wait_answered(it, timeout=30)
         assert "4417" not in answer.content
         assert docs.model_calls() == calls  # nothing the outsider may read: no model was run
+
+
+async def test_a_rag_turn_in_a_chat_thread_reads_only_what_the_member_may(docs: Harness) -> None:
+    from tests.e2e.test_bot_chat import replying_to, start_chat
+
+    fake = docs.fake
+    staff = fake.add_channel("staff")
+    async with docs.running():
+        assert docs.store is not None
+        await docs.store.update_guild_config(int(fake.guild_id), 1, "test", rate_limit_burst=10)
+        await fake.send_message("The vault combination is 4417-Kilo.", channel_id=staff)
+        await admin(fake, "add", {"channel": staff})
+        docs.small.reply = "from the documents"
+        thread = await start_chat(fake, "hello")
+        await docs.wait_final_message(thread)
+        asked = await fake.send_message("According to the docs, what is the vault combination?", channel_id=thread)
+        reply = await fake.wait_for_message(thread, replying_to(asked))
+        assert "4417-Kilo" in reply["content"]
+        # The member loses access to #staff: the next turn in the same thread draws nothing from it.
+        await fake.deny(staff, fake.user, P.READ_MESSAGE_HISTORY)
+        calls = docs.model_calls()
+        asked = await fake.send_message("According to the docs, what is the vault combination?", channel_id=thread)
+        reply = await fake.wait_for_message(thread, replying_to(asked))
+        assert "4417" not in reply["content"]
+        assert docs.model_calls() == calls

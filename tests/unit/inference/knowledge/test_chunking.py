@@ -109,3 +109,14 @@ def test_unsupported_or_mislabelled_files_are_refused(name: str, data: bytes, wo
 def test_too_large_files_are_refused() -> None:
     with pytest.raises(DocumentRejected, match="too large"):
         chunk_file("big.txt", b"a" * (MAX_FILE_BYTES + 1))
+
+
+def test_a_pdf_with_too_many_pages_is_refused_before_reading_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("pypdf")
+    from inference.knowledge import chunking
+    from tests.unit.inference.knowledge.pdf import tiny_pdf
+
+    monkeypatch.setattr(chunking, "MAX_PDF_PAGES", 2)
+    assert len(chunking.chunk_file("two.pdf", tiny_pdf(["one", "two"]))) == 2
+    with pytest.raises(DocumentRejected, match="3 pages; at most 2"):
+        chunking.chunk_file("three.pdf", tiny_pdf(["one", "two", "three"]))

@@ -92,6 +92,28 @@ async def test_edited_messages_are_reindexed_and_deleted_ones_removed(kb: Knowle
     assert [(s.name, s.chunks) for s in await kb.sources(1)] == [("channel:50", 1)]
 
 
+async def test_a_new_message_is_appended_to_its_channel_source(kb: KnowledgeBase) -> None:
+    source = await kb.add_messages(1, "channel:50", "channel", [message(1, 50, "Rule one: be kind.")], channel_id=50)
+    await kb.append_message(source, message(2, 50, "Rule two: the vault opens at noon."))
+    assert [(s.name, s.chunks) for s in await kb.sources(1)] == [("channel:50", 2)]
+    (hit, *_) = await kb.search(1, "when does the vault open", can_read=everyone)
+    assert hit.chunk.text == "Rule two: the vault opens at noon." and hit.chunk.message_id == 2
+
+
+async def test_an_edit_that_cannot_be_embedded_keeps_the_old_text(kb: KnowledgeBase) -> None:
+    await kb.add_messages(1, "channel:50", "channel", [message(1, 50, "Rule one: be kind.")], channel_id=50)
+
+    async def broken(_texts: object) -> object:
+        raise RuntimeError("embedder crashed")
+
+    working = kb.embedder.aembed
+    kb.embedder.aembed = broken  # type: ignore[method-assign, assignment]
+    with pytest.raises(RuntimeError):
+        await kb.update_message(1, message(1, 50, "Rule one: be very kind."))
+    kb.embedder.aembed = working  # type: ignore[method-assign]
+    assert [h.chunk.text for h in await kb.search(1, "rule one kind", can_read=everyone)] == ["Rule one: be kind."]
+
+
 async def test_answer_quotes_and_cites_the_sources(kb: KnowledgeBase) -> None:
     await kb.add_file(1, "rules.md", RULES)
     backend = ScriptedBackend("large-fake", "Meetings are in room B12 [1].")

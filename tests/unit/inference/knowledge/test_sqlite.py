@@ -90,3 +90,36 @@ async def test_tables_are_created_idempotently_beside_the_bots(tmp_path: Path) -
     again = await SqliteIndex.open(url)
     assert [s.name for s in await again.sources(1)] == ["a.md"]
     await again.close()
+
+
+async def test_keyword_search_matches_other_forms_of_a_word(index: SqliteIndex) -> None:
+    # Porter stemming, as PostgreSQL's english configuration: "meeting" finds "Meetings", "charged" finds "charges".
+    await add(index, 1, "rules.md", ["Meetings are on Thursdays.", "Late charges apply after a week."])
+    assert [h.chunk.text for h in await index.keyword_search(1, "when is the meeting", 5)] == [
+        "Meetings are on Thursdays."
+    ]
+    assert [h.chunk.text for h in await index.keyword_search(1, "am I charged?", 5)] == [
+        "Late charges apply after a week."
+    ]
+
+
+async def test_an_index_made_before_stemming_is_rebuilt_with_it(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    idx = await SqliteIndex.open(url)
+    await add(idx, 1, "rules.md", ["Meetings are on Thursdays."])
+    await idx.close()
+    # Put back the plain tokenizer the first version created, with the same rows.
+    conn = sqlite3.connect(tmp_path / "bot.db")
+    rows = conn.execute("SELECT rowid, text, context, server_id FROM knowledge_fts").fetchall()
+    conn.execute("DROP TABLE knowledge_fts")
+    conn.execute("CREATE VIRTUAL TABLE knowledge_fts USING fts5(text, context, server_id UNINDEXED)")
+    conn.executemany("INSERT INTO knowledge_fts (rowid, text, context, server_id) VALUES (?, ?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+    idx = await SqliteIndex.open(url)
+    try:
+        assert [h.chunk.text for h in await idx.keyword_search(1, "meeting", 5)] == ["Meetings are on Thursdays."]
+        await add(idx, 1, "more.md", ["Another meeting note."])
+        assert len(await idx.keyword_search(1, "meeting", 5)) == 2  # no row twice after the rebuild
+    finally:
+        await idx.close()
