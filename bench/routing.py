@@ -1,7 +1,9 @@
 """Routing-decision latency: warm, batch 1, over the held-out request texts.
 
 Prints a table (median / p90 / p99 / max in ms) for the classifier alone and for the full routing
-decision (classifier + policy), plus cold import+load time and resident memory. No assertions: the
+decision (classifier + policy), the latter also split by path: the common fast path (the classifier decides)
+and the unsure path (nearest labelled examples give a second opinion), plus cold import+load time and
+resident memory. No assertions: the
 numbers depend on the machine and on what else runs on it.
 
     python bench/routing.py [--n 1000] [--cache-dir DIR] [--threads 1] [--readme]
@@ -55,6 +57,11 @@ def _requests() -> list[Request]:
     return out
 
 
+def _split(times: list[float], paths: list[str], path: str) -> list[float]:
+    """The calls of ``times`` (request i % len(paths)) whose request takes ``path``."""
+    return [t for i, t in enumerate(times) if paths[i % len(paths)] == path]
+
+
 def _time(fn, reqs: list[Request], n: int, warmup: int) -> list[float]:  # type: ignore[no-untyped-def]
     for i in range(warmup):
         fn(reqs[i % len(reqs)])
@@ -96,8 +103,13 @@ def main() -> None:
         print(f"(router unavailable, timing the classifier only: {exc})")
 
     rows = [("classify", _time(clf.classify, reqs, args.n, args.warmup))]
+    paths = [clf.classify(r).decided_by for r in reqs]
     if router is not None:
-        rows.append(("route (classify+policy)", _time(router.route, reqs, args.n, args.warmup)))
+        routed = _time(router.route, reqs, args.n, args.warmup)
+        rows.append(("route (classify+policy)", routed))
+        for path, label in (("classifier", "  fast path"), ("nearest examples", "  unsure path")):
+            if _split(routed, paths, path):
+                rows.append((label, _split(routed, paths, path)))
     tokens = [clf.classify(r).prompt_tokens for r in reqs]
 
     print(
@@ -123,12 +135,14 @@ def main() -> None:
     if args.readme:
         lines = ["| | median | p90 | p99 |", "|---|---:|---:|---:|"]
         lines += [
-            f"| {name} | {statistics.median(ts):.2f} ms | {_pct(ts, 90):.2f} ms | {_pct(ts, 99):.2f} ms |"
+            f"| {name.strip()} | {statistics.median(ts):.2f} ms | {_pct(ts, 90):.2f} ms | {_pct(ts, 99):.2f} ms |"
             for name, ts in rows
         ]
         lines.append(
             f"\nCold start {cold:.1f} s, {rss_loaded:.0f} MB RSS after load; {clf.encoder.threads} ONNX Runtime "
-            f"thread(s); {args.n} warm decisions over the held-out texts, batch 1."
+            f"thread(s); {args.n} warm decisions over the held-out texts, batch 1; the unsure path (nearest labelled "
+            f"examples, under {clf.unsure_below:.0%} confidence) took {paths.count('nearest examples')} of "
+            f"{len(paths)} texts."
         )
         write_section("routing", "\n".join(lines))
     print(f"load average (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -1,4 +1,4 @@
-"""Entry point: `python -m bot [run|route|ask|classify|json|models|docs]`. The one place that reads settings."""
+"""Entry point: `python -m bot [run|route|ask|classify|json|models|docs|serve]`. The one place that reads settings."""
 
 from __future__ import annotations
 
@@ -31,6 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("text", help="the request")
     ask.add_argument("--task", choices=TASKS, help="force the task instead of classifying")
     ask.add_argument("--max-new-tokens", type=int, default=256)
+    ask.add_argument(
+        "--file",
+        dest="files",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="attach a file as a Discord user would (text files, images); repeatable",
+    )
     classify = sub.add_parser("classify", help='label TEXT with one of --labels; prints {"labels", "scores"}')
     classify.add_argument("text", help="the text to label")
     classify.add_argument("--labels", required=True, type=_labels, help="comma-separated labels, e.g. a,b,c")
@@ -43,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     msub.add_parser("prepare", help="build/export the catalogue's models into the cache")
     msub.add_parser("list", help="list the catalogue's models")
+    serve = sub.add_parser("serve", help="serve the router over the OpenAI chat-completions protocol (HTTP)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (beyond loopback needs an API key)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free port)")
     docs = sub.add_parser("docs", help="a server's knowledge base: add, list, remove documents; ask them")
     dsub = docs.add_subparsers(dest="docs_command", metavar="ACTION", required=True)
     dadd = dsub.add_parser("add", help="index files (.txt, .md, .html, .pdf), replacing ones of the same name")
@@ -127,11 +139,31 @@ def _dispatch(args: argparse.Namespace, settings: object) -> int:
     if command == "route":
         return asyncio.run(cli.route_command(args.text, **common))
     if command == "ask":
-        return asyncio.run(cli.ask_command(args.text, task=args.task, max_new_tokens=args.max_new_tokens, **common))
+        return asyncio.run(
+            cli.ask_command(
+                args.text,
+                task=args.task,
+                max_new_tokens=args.max_new_tokens,
+                files=args.files,
+                max_file_bytes=settings.max_attachment_bytes,
+                **common,
+            )
+        )
     if command == "classify":
         return asyncio.run(cli.classify_command(args.text, args.labels, multi=args.multi, **common))
     if command == "json":
         return asyncio.run(cli.json_command(args.prompt, args.schema, max_new_tokens=args.max_new_tokens, **common))
+    if command == "serve":
+        from inference.serve_cli import serve_command
+        from inference.serving.openai_api import ApiLimits
+
+        key = settings.serve_api_key.get_secret_value() if settings.serve_api_key else None
+        limits = ApiLimits(max_new_tokens=settings.max_new_tokens, max_prompt_chars=settings.max_prompt_chars)
+        return asyncio.run(
+            serve_command(
+                host=args.host, port=args.port, api_key=key, limits=limits, warm=settings.warm_models, **common
+            )
+        )
     if args.models_command == "prepare":
         from inference.build.prepare import prepare_all
 

@@ -15,15 +15,21 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
+from bot.corrections import Corrections
 from bot.keybox import KeyBox
 from bot.settings import Settings
 from bot.storage import CustomModel, GuildConfig, Store
+from bot.tools import ToolAnswer, ToolService
+from inference import attachments as files_in
+from inference.attachments import Files
 from inference.catalogue import Catalogue, ModelSpec, OpenAIModel, RoutingOverrides, RoutingPolicy
+from inference.classifier.bank import ExampleBank
 from inference.serving.service import Answer, Switchboard
 from inference.tasks.base import Framing, TaskPipeline, pipeline_for
 from inference.tasks.base import Prepared as TaskPrepared
 from inference.tasks.chat import PERSONA
-from inference.types import Attachment, ChatMessage, Request, RouteDecision, TaskId, Tier
+from inference.tasks.multimodal import MediaPlan, plan_media
+from inference.types import Attachment, ChatMessage, ImagePart, Request, RouteDecision, TaskId, Tier
 
 if TYPE_CHECKING:
     from inference.knowledge.base import CanRead
@@ -36,8 +42,9 @@ DEFAULT_SYSTEM_PROMPT = PERSONA
 
 #: What the bot shows while it works on an answer (replaced by the answer's text).
 PLACEHOLDER = "⏳"
-#: The last line of a finished answer (bot.replies.footer) or of a failed one (a "⚠️" note).
-_TRAILER = re.compile(r"(?:^|\n)(?:-# |⚠️)[^\n]*$")
+#: The last line of a finished answer (bot.replies.footer) or of a failed one (a "⚠️" note), and the tool
+#: lines (bot.tools.tool_lines) before it.
+_TRAILER = re.compile(r"(?:(?:^|\n)-# 🔧[^\n]*)*(?:^|\n)(?:-# |⚠️)[^\n]*$")
 _CURSOR = " ▌"
 
 #: Attachment types a request may carry (checked before any model runs).
@@ -65,6 +72,8 @@ class Scope:
     config: GuildConfig
     catalogue: Catalogue
     overrides: RoutingOverrides
+    #: The server's corrected requests (bot.corrections), which override the classifier for similar ones.
+    memory: ExampleBank | None = None
 
 
 @dataclass
@@ -81,6 +90,8 @@ class Prepared:
     notice: str | None = None
     #: A ``rag`` answer's citations, shown after the model's text ("" for other tasks).
     sources: str = ""
+    #: Said in the footer about the request's files (one cut to fit, an image no model could see).
+    notes: tuple[str, ...] = ()
 
 
 class AnswerService:
@@ -91,13 +102,19 @@ class AnswerService:
         settings: Settings,
         keybox: KeyBox,
         knowledge: KnowledgeBase | None = None,
+        corrections: Corrections | None = None,
+        tools: ToolService | None = None,
     ) -> None:
         self.board = board
         self.store = store
         self.settings = settings
         self.keybox = keybox
+        #: Users' corrections of routes, per server ("Ask the larger model", "Wrong task?").
+        self.corrections = corrections
         #: The servers' knowledge base: a ``rag`` request on a server with sources is answered from it.
         self.knowledge = knowledge
+        #: Each server's tools: a ``tool_use`` request runs the tool loop with them (None: the honest notice).
+        self.tools = tools
 
     def _unsealed(self, row: CustomModel) -> OpenAIModel:
         """The server's endpoint with its own key opened for this scope (only this server's rows reach here)."""
@@ -112,7 +129,8 @@ class AnswerService:
         config = await self.store.guild_config(guild_id)
         extra: dict[str, ModelSpec] = {row.name: self._unsealed(row) for row in await self.store.list_models(guild_id)}
         catalogue = self.board.catalogue.with_models(extra)
-        return Scope(config, catalogue, config.routing_overrides(catalogue))
+        memory = await self.corrections.memory(guild_id) if self.corrections is not None else None
+        return Scope(config, catalogue, config.routing_overrides(catalogue), memory)
 
     def policy(self, scope: Scope | None = None) -> RoutingPolicy:
         """The routing policy, with ``scope``'s overrides applied when given."""
@@ -143,16 +161,50 @@ class AnswerService:
                     f"`{a.filename}` has an unsupported type ({a.content_type or 'unknown'}): "
                     "send images, audio, video, text, JSON or PDF."
                 )
+            # Kinds the reader can't read (a PDF, a TIFF) are refused here too, before any download.
+            why = files_in.refusal(a, max_bytes=self.settings.max_attachment_bytes)
+            if why is not None:
+                raise UserError(why)
         return Request(text=text, attachments=tuple(attachments))
+
+    async def read_files(self, request: Request) -> Files:
+        """Download and read the request's files (after every file's checks passed); UserError when one can't be."""
+        if not request.attachments:
+            return Files()
+        try:
+            return await files_in.read_files(request.attachments, max_bytes=self.settings.max_attachment_bytes)
+        except files_in.AttachmentRefused as exc:
+            raise UserError(str(exc)) from None
+
+    def plan_media(
+        self, decision: RouteDecision, request: Request, files: Files, scope: Scope, *, keep_tier: Tier | None = None
+    ) -> MediaPlan:
+        """Images to a model that sees them, or the text alone on its own route with a note (tasks/multimodal)."""
+        return plan_media(
+            decision,
+            request,
+            files,
+            catalogue=scope.catalogue,
+            reroute=lambda r, task: self.route(r, scope, task=task, keep_tier=keep_tier),
+            resolve=self.board.resolve,
+        )
 
     def system_prompt(self, scope: Scope, channel_id: int | None) -> str:
         custom = scope.config.system_prompt_for(channel_id) if channel_id else None
         return custom or DEFAULT_SYSTEM_PROMPT
 
     def route(
-        self, request: Request, scope: Scope, *, task: TaskId | None = None, keep_tier: Tier | None = None
+        self,
+        request: Request,
+        scope: Scope,
+        *,
+        task: TaskId | None = None,
+        keep_tier: Tier | None = None,
+        prefer_large: bool = False,
     ) -> RouteDecision:
-        decision = self.board.route(request, task=task, overrides=scope.overrides, catalogue=scope.catalogue)
+        decision = self.board.route(
+            request, task=task, overrides=scope.overrides, catalogue=scope.catalogue, memory=scope.memory
+        )
         if keep_tier is Tier.LARGE and decision.tier is Tier.SMALL:
             # A conversation keeps its tier unless a new message clearly needs the large one.
             model = self.tier_model(self.policy(scope), Tier.LARGE)
@@ -162,6 +214,10 @@ class AnswerService:
                 model=model,
                 reason=decision.reason + "; conversation stays on the large tier",
             )
+        if prefer_large and decision.tier is Tier.SMALL:
+            model = self.tier_model(self.policy(scope), Tier.LARGE)
+            reason = decision.reason + "; the user asked for the larger model"
+            decision = replace(decision, tier=Tier.LARGE, model=model, escalated=True, reason=reason)
         return decision
 
     async def start(
@@ -174,18 +230,45 @@ class AnswerService:
         prompt: str,
         guild_id: int | None = None,
         can_read: CanRead | None = None,
+        images: Sequence[ImagePart] = (),
+        notice: str | None = None,
     ) -> Prepared:
         """Build the messages and settings through the routed task's pipeline (history trimmed to the model's
         context, the framing and the new prompt kept) and the answer.
 
         ``system_prompt`` is the channel's own system prompt, if any: chat takes it as its persona, the other
         tasks put their instructions after it. The server's framing for the task (``/tasks``) applies.
+        ``images`` go on the request's message (for a model that sees them: :meth:`plan_media`); ``notice`` is
+        said instead of running a model.
         """
         pipeline = pipeline_for(decision.task)
         framing = Framing.from_stored(scope.config.framing_for(decision.task))
         persona = None if system_prompt == DEFAULT_SYSTEM_PROMPT else system_prompt
         backend = await self.board.backend(decision.model, scope.catalogue, start=False)
         max_new = min(self.settings.max_new_tokens, scope.catalogue.get(decision.model).max_new_tokens)
+        if decision.task == "tool_use" and notice is None and not images and self.tools is not None:
+            toolbox = self.tools.toolbox(guild_id, scope.config.disabled_tools)
+            if len(toolbox):  # every tool disabled here: the task's honest notice below
+                kept, trimmed = list(history), 0
+                if history:  # the tools' descriptions take context too
+                    fixed = backend.count_tokens(prompt) + sum(
+                        backend.count_tokens(t.description) + backend.count_tokens(str(t.parameters)) for t in toolbox
+                    )
+                    budget = backend.context_window - max_new - fixed
+                    kept, trimmed = recent_history(kept, budget=budget, count=backend.count_tokens)
+                tool_answer = ToolAnswer(
+                    self.board,
+                    decision,
+                    prompt,
+                    toolbox,
+                    catalogue=scope.catalogue,
+                    overrides=scope.overrides,
+                    history=kept,
+                    framing=framing,
+                    persona=persona,
+                    max_new_tokens=max_new,
+                )
+                return Prepared(decision, tool_answer, scope, trimmed, pipeline=pipeline, prompt=prompt)
         shaped = pipeline.prepare(prompt, framing=framing, max_new_tokens=max_new, persona=persona)
         trimmed = 0
         if history and shaped.notice is None and pipeline.uses_history:
@@ -196,12 +279,16 @@ class AnswerService:
         sources = ""
         if decision.task == "rag" and self.knowledge is not None and guild_id is not None:
             shaped, sources = await self._from_knowledge(guild_id, prompt, can_read, max_new, shaped)
+        if notice is not None:
+            shaped = TaskPrepared([], shaped.params, notice=notice)
         answer = self.board.answer(
             decision,
-            shaped.messages,
+            files_in.with_images(shaped.messages, images),
             params=shaped.params,
             overrides=scope.overrides,
             catalogue=scope.catalogue,
+            # The other tier's model can't see the images: an answer from it would be a guess.
+            allow_fallback=not images,
         )
         return Prepared(
             decision, answer, scope, trimmed, pipeline=pipeline, prompt=prompt, notice=shaped.notice, sources=sources

@@ -17,22 +17,34 @@ from discord.ext import commands
 
 from bot.answering import AnswerService
 from bot.conversations import ConversationService
+from bot.corrections import Corrections
 from bot.delivery import Delivery
 from bot.endpoints import EndpointService
 from bot.everyday import EverydayService
 from bot.keybox import KeyBox
 from bot.knowledge import KnowledgeService
-from bot.ratelimit import RateLimiter
+from bot.ratelimit import Limiter, limiter_for
 from bot.settings import Settings
 from bot.storage import Store
+from bot.tools import GuildInfo, ToolService, guild_info
 from inference.serving.service import Switchboard
 
 if TYPE_CHECKING:
     from inference.knowledge.service import KnowledgeBase
+    from inference.tools import ToolBox
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.ask", "cogs.chat", "cogs.everyday", "cogs.admin", "cogs.stats", "cogs.docs", "cogs.help")
+EXTENSIONS = (
+    "cogs.ask",
+    "cogs.chat",
+    "cogs.everyday",
+    "cogs.admin",
+    "cogs.stats",
+    "cogs.docs",
+    "cogs.help",
+    "cogs.feedback",
+)
 
 
 class RedactFormValues(logging.Filter):
@@ -89,8 +101,11 @@ class SwitchboardTree(app_commands.CommandTree):
             pass
 
 
-class SwitchboardBot(commands.Bot):
-    """Receives every resource in its constructor; loads cogs and syncs commands in setup_hook."""
+class SwitchboardBot(commands.AutoShardedBot):
+    """Receives every resource in its constructor; loads cogs and syncs commands in setup_hook.
+
+    Sharded: the shard count comes from settings or, unset, from Discord (GET /gateway/bot); a process runs
+    ``settings.shard_ids`` (all when unset), so a large bot runs as several processes over one database."""
 
     def __init__(
         self,
@@ -98,9 +113,10 @@ class SwitchboardBot(commands.Bot):
         settings: Settings,
         board: Switchboard,
         store: Store,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         keybox: KeyBox | None = None,
         knowledge: KnowledgeBase | None = None,
+        tools: ToolBox | None = None,
         shutdown_grace_s: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
         **options: object,
@@ -117,13 +133,17 @@ class SwitchboardBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
             help_command=None,
             tree_cls=SwitchboardTree,
+            shard_count=settings.shard_count,
+            # None (every shard) is discord.py's own default, though its type hint names only a list.
+            shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None,  # type: ignore[arg-type]
             **options,  # type: ignore[arg-type]
         )
         self.settings = settings
         self.board = board
         self.store = store
-        # Not `limiter or ...`: an empty RateLimiter is falsy (it has __len__).
-        self.limiter = limiter if limiter is not None else RateLimiter()
+        # Not `limiter or ...`: an empty RateLimiter is falsy (it has __len__). Several processes (shards) on one
+        # database share buckets there; one process on SQLite keeps them in memory.
+        self.limiter = limiter if limiter is not None else limiter_for(settings, store)
         #: Seals the API keys server admins give for their endpoints (bot/keybox.py).
         self.keybox = keybox or KeyBox.from_secret_or_file(
             settings.secret_key.get_secret_value() if settings.secret_key else None, settings.data_dir / "secret.key"
@@ -132,7 +152,12 @@ class SwitchboardBot(commands.Bot):
         #: Monotonic clock for streaming edits and the footer's time (tests pass a manual one).
         self.clock = clock
         # The services the cogs receive (each cog's setup names the ones it uses).
-        self.answers = AnswerService(board, store, settings, self.keybox, knowledge)
+        #: Users' corrections of routes, per server, as the router's memory (bot/corrections.py).
+        self.corrections = Corrections(store, embed=board.embed, clock=clock)
+        #: The tools a tool_use request may call, per server (bot/tools.py): built-ins, the operator's HTTP tools
+        #: (config/tools.yaml, behind the endpoint guard) and server_info.
+        self.tools = ToolService(tools if tools is not None else _default_tools(settings, board), self._guild_info)
+        self.answers = AnswerService(board, store, settings, self.keybox, knowledge, self.corrections, self.tools)
         self.delivery = Delivery(self.answers, self.limiter, settings, clock)
         self.conversations = ConversationService(store, board)
         self.endpoints = EndpointService(board, store, self.keybox)
@@ -145,6 +170,10 @@ class SwitchboardBot(commands.Bot):
         self.closing = False
         self._close_task: asyncio.Task[None] | None = None
 
+    def _guild_info(self, guild_id: int) -> GuildInfo | None:
+        guild = self.get_guild(guild_id)
+        return guild_info(guild) if guild is not None else None
+
     async def on_message(self, message: discord.Message, /) -> None:
         # No text commands: mentions are questions for the ask cog, not a command prefix. (The default
         # would run process_commands and log CommandNotFound at ERROR for every mention.)
@@ -153,6 +182,8 @@ class SwitchboardBot(commands.Bot):
     async def setup_hook(self) -> None:
         for ext in EXTENSIONS:
             await self.load_extension(ext)
+        if self.shard_ids is not None and 0 not in self.shard_ids:
+            return  # commands belong to the application, not a shard: the process running shard 0 syncs them
         if self.settings.dev_guild_id:
             guild = discord.Object(self.settings.dev_guild_id)
             self.tree.copy_global_to(guild=guild)
@@ -190,6 +221,12 @@ class SwitchboardBot(commands.Bot):
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await super().close()
+
+
+def _default_tools(settings: Settings, board: Switchboard) -> ToolBox:
+    from inference.tools import default_toolbox
+
+    return default_toolbox(env=settings.operator_env(), guard=board.guard)
 
 
 async def start(settings: Settings) -> None:

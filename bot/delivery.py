@@ -12,15 +12,16 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import discord
 
 from bot.answering import AnswerService, Prepared, Scope, UserError
-from bot.ratelimit import RateLimiter
+from bot.ratelimit import Limiter
 from bot.replies import StreamingReply, Upload, footer
 from bot.settings import Settings
 from bot.storage import GuildConfig
+from bot.tools import ToolAnswer, tool_lines
 from inference.errors import InferenceError
 from inference.knowledge.base import CanRead
 from inference.tasks.base import Rendered
@@ -39,6 +40,8 @@ class Target:
     refuse: Callable[[str], Awaitable[None]]
     #: Post a follow-up with a file: an answer longer than the message cap goes along as one.
     upload: Upload | None = None
+    #: Put buttons (a view) on the answer's first message, or take them off (None): where the surface has them.
+    attach_view: Callable[[discord.ui.View | None], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Ask:
     #: Whether the asker may read a channel now (Discord's permissions, bot.knowledge.member_can_read): a ``rag``
     #: answer from the server's knowledge base uses channel text only where this says yes (None: no channel text).
     can_read: CanRead | None = None
+    #: The user asked for the larger model ("Ask the larger model"): a small-tier route goes to the large tier.
+    prefer_large: bool = False
 
 
 #: What a direct message gets when the operator turned DMs off (SWITCHBOARD_ALLOW_DMS=false).
@@ -79,13 +84,16 @@ class Delivery:
     """Answers an :class:`Ask` into a :class:`Target`: the one path for /ask, mentions and conversations."""
 
     def __init__(
-        self, answers: AnswerService, limiter: RateLimiter, settings: Settings, clock: Callable[[], float]
+        self, answers: AnswerService, limiter: Limiter, settings: Settings, clock: Callable[[], float]
     ) -> None:
         self.answers = answers
         self.limiter = limiter
         self.settings = settings
         #: Monotonic clock for streaming edits and the footer's time.
         self.clock = clock
+        #: Buttons under each answer ("Ask the larger model", "Wrong task?"): set by the cog that handles them
+        #: (cogs/feedback.py); None shows none. Given the ask and what answered it; None for no buttons.
+        self.feedback: Callable[[Ask, Prepared], discord.ui.View | None] | None = None
 
     async def deliver(self, target: Target, ask: Ask, *, clock: Callable[[], float] | None = None) -> Outcome | None:
         """Run ``ask`` and stream it into ``target``. Never raises for model or input errors.
@@ -99,16 +107,26 @@ class Delivery:
             return None
         scope, (request,) = admitted
         try:
-            decision = service.route(request, scope, task=ask.task, keep_tier=ask.keep_tier)
+            # Downloaded only now: every file's type and size passed the checks in admit().
+            files = await service.read_files(request)
+            # The files' text counts as context: a long one can take the request to the large tier.
+            request = replace(request, context_tokens=request.context_tokens + files.tokens)
+            decision = service.route(
+                request, scope, task=ask.task, keep_tier=ask.keep_tier, prefer_large=ask.prefer_large
+            )
+            plan = service.plan_media(decision, request, files, scope, keep_tier=ask.keep_tier)
             prepared = await service.start(
-                decision,
+                plan.decision,
                 scope,
                 system_prompt=service.system_prompt(scope, ask.channel_id),
                 history=ask.history,
-                prompt=request.text or "(see attachment)",
+                prompt=files.prompt(request.text) or "(see attachment)",
                 guild_id=ask.guild_id,
                 can_read=ask.can_read,
+                images=plan.images,
+                notice=plan.notice,
             )
+            prepared.notes = (*files.notes, *plan.notes)
         except UserError as exc:
             await target.refuse(str(exc))
             return None
@@ -132,7 +150,8 @@ class Delivery:
             # Direct messages too (key (None, user), default limits): they would otherwise be unlimited.
             # Roles an admin exempted (moderators, a support team) are never limited and use no bucket.
             key, rate, burst = (ask.guild_id, ask.user_id), config.rate_limit_per_minute, config.rate_limit_burst
-            verdict = None if config.rate_limit_exempt(ask.role_ids) else self.limiter.check(key, rate, burst)
+            exempt = config.rate_limit_exempt(ask.role_ids)
+            verdict = None if exempt else await self.limiter.acquire(key, rate, burst)
             if verdict is not None and not verdict.allowed:
                 wait = max(1, math.ceil(verdict.retry_after))
                 raise UserError(f"You're sending requests too fast; try again in {wait} s.")
@@ -170,6 +189,8 @@ class Delivery:
                     await reply.push(prepared.sources)
             if not live:
                 await reply.push(rendered.text)
+            if isinstance(answer, ToolAnswer) and answer.results:  # which tools ran, before the footer
+                await reply.push("\n" + tool_lines(answer.results))
             ok = True
         except InferenceError as exc:
             log.warning("request %s failed: %s: %s", answer.request_id, type(exc).__name__, exc)
@@ -191,7 +212,7 @@ class Delivery:
             except Exception:
                 log.exception("recording request %s failed", answer.request_id)
         if ok:
-            notes = list(answer.notes)
+            notes = [*prepared.notes, *answer.notes]
             if prepared.trimmed:
                 notes.append(f"trimmed {prepared.trimmed} old message{'s' * (prepared.trimmed > 1)} to fit the context")
             final = footer(
@@ -199,6 +220,7 @@ class Delivery:
             )
             await _settle(reply.finish(final), answer.request_id)
             await self._attach(target, rendered, answer.request_id)
+            await self._buttons(target, ask, prepared)
         return Outcome(prepared, rendered.text if ok else "".join(parts), ok)
 
     async def _notice(self, reply: StreamingReply, prepared: Prepared, notice: str) -> Outcome:
@@ -208,6 +230,18 @@ class Delivery:
         await reply.push(notice)
         await _settle(reply.finish(final), prepared.answer.request_id)
         return Outcome(prepared, notice, ok=False)
+
+    async def _buttons(self, target: Target, ask: Ask, prepared: Prepared) -> None:
+        """The feedback buttons under a delivered answer, where the surface and the server allow them."""
+        if target.attach_view is None or self.feedback is None:
+            return
+        view = self.feedback(ask, prepared)
+        if view is None:
+            return
+        try:
+            await target.attach_view(view)
+        except (discord.Forbidden, discord.NotFound, discord.HTTPException) as exc:
+            log.warning("request %s: buttons not attached: %s", prepared.answer.request_id, exc)
 
     @staticmethod
     async def _attach(target: Target, rendered: Rendered, request_id: str) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -57,6 +58,14 @@ class Settings(BaseSettings):
     warm_models: bool = True
     #: Answer direct messages (with no server's settings: the defaults apply). Off: DMs get one short note.
     allow_dms: bool = True
+    #: The key clients of `python -m bot serve` send (``Authorization: Bearer KEY``); required to bind beyond loopback.
+    serve_api_key: SecretStr | None = None
+    #: Discord shards over all processes; None: what Discord recommends (GET /gateway/bot).
+    shard_count: int | None = Field(None, ge=1)
+    #: The shards this process runs ("0,1" or a JSON list); None: all of them. Needs shard_count.
+    shard_ids: Annotated[tuple[int, ...] | None, NoDecode] = None
+    #: Keep rate-limit buckets in the database so several processes share them (always on with PostgreSQL).
+    shared_rate_limits: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     #: The dotenv file(s) this object read (``_env_file=None`` in tests: none), for :meth:`operator_env`.
@@ -71,7 +80,7 @@ class Settings(BaseSettings):
     def _upper(cls, v: object) -> object:
         return v.upper() if isinstance(v, str) else v
 
-    @field_validator("discord_token", "large_api_key", "secret_key", mode="before")
+    @field_validator("discord_token", "large_api_key", "secret_key", "serve_api_key", mode="before")
     @classmethod
     def _blank_is_missing(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
@@ -82,6 +91,32 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return tuple(h.strip().lower() for h in v.split(",") if h.strip())
         return v
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _split_shard_ids(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            if not text:
+                return None
+            if text.startswith("["):
+                return json.loads(text)
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return v
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> Self:
+        if self.shard_ids is not None:
+            if self.shard_count is None:
+                raise ValueError("SWITCHBOARD_SHARD_IDS needs SWITCHBOARD_SHARD_COUNT")
+            if not self.shard_ids or any(not 0 <= i < self.shard_count for i in self.shard_ids):
+                raise ValueError(f"SWITCHBOARD_SHARD_IDS must be shard numbers from 0 to {self.shard_count - 1}")
+        return self
+
+    @property
+    def uses_shared_rate_limits(self) -> bool:
+        """Buckets in the database: asked for, or implied by PostgreSQL (several processes share one)."""
+        return self.shared_rate_limits or make_url(self.resolved_database_url).get_backend_name() == "postgresql"
 
     @property
     def resolved_database_url(self) -> str:

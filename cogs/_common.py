@@ -14,5 +14,6 @@ TIER_CHOICES = [app_commands.Choice(name=t.value, value=t.value) for t in Tier]
 
 
 def to_attachment(a: discord.Attachment) -> Attachment:
-    """What the router and the input checks need of a Discord attachment."""
-    return Attachment(filename=a.filename, content_type=a.content_type or "", size=a.size)
+    """What the router, the input checks and the reader need of a Discord attachment (``read`` downloads it from
+    Discord's CDN, called only once its type and size passed: inference.attachments)."""
+    return Attachment(filename=a.filename, content_type=a.content_type or "", size=a.size, read=a.read)

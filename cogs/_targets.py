@@ -80,7 +80,35 @@ def interaction_target(interaction: discord.Interaction, *, ephemeral: bool = Fa
         elif isinstance(channel, discord.abc.Messageable):
             await channel.send(content, file=file, allowed_mentions=SAFE_MENTIONS)
 
-    return Target(edit=edit, send=send, refuse=refuse, upload=upload)
+    async def attach_view(view: discord.ui.View | None) -> None:
+        if not interaction.is_expired():  # past the token's life the answer is a channel message (no buttons)
+            await interaction.edit_original_response(view=view, allowed_mentions=SAFE_MENTIONS)
+
+    return Target(edit=edit, send=send, refuse=refuse, upload=upload, attach_view=attach_view)
+
+
+def component_target(interaction: discord.Interaction) -> Target:
+    """Streams into the message a deferred button or menu click was on (its ``@original``), follow-ups after it;
+    refusals go privately to the one who clicked and never touch the message."""
+
+    async def edit(content: str) -> None:
+        await interaction.edit_original_response(content=content, allowed_mentions=SAFE_MENTIONS)
+
+    async def send(content: str) -> Edit:
+        msg = await interaction.followup.send(content, allowed_mentions=SAFE_MENTIONS, wait=True)
+        return _message_editor(msg)
+
+    async def refuse(content: str) -> None:
+        await interaction.followup.send(content, ephemeral=True, allowed_mentions=SAFE_MENTIONS)
+
+    async def upload(content: str, filename: str, data: bytes) -> None:
+        file = discord.File(io.BytesIO(data), filename=filename)
+        await interaction.followup.send(content, file=file, allowed_mentions=SAFE_MENTIONS)
+
+    async def attach_view(view: discord.ui.View | None) -> None:
+        await interaction.edit_original_response(view=view, allowed_mentions=SAFE_MENTIONS)
+
+    return Target(edit=edit, send=send, refuse=refuse, upload=upload, attach_view=attach_view)
 
 
 def message_target(reply: discord.Message, channel: discord.abc.Messageable) -> Target:
@@ -98,7 +126,12 @@ def message_target(reply: discord.Message, channel: discord.abc.Messageable) -> 
         file = discord.File(io.BytesIO(data), filename=filename)
         await channel.send(content, file=file, allowed_mentions=SAFE_MENTIONS)
 
-    return Target(edit=_message_editor(reply), send=send, refuse=_message_editor(reply), upload=upload)
+    async def attach_view(view: discord.ui.View | None) -> None:
+        await reply.edit(view=view, allowed_mentions=SAFE_MENTIONS)
+
+    return Target(
+        edit=_message_editor(reply), send=send, refuse=_message_editor(reply), upload=upload, attach_view=attach_view
+    )
 
 
 # --- what the bot may do where it is asked ------------------------------------------------------------

@@ -46,6 +46,7 @@ class StatsCog(commands.Cog):
                 f"{stats.fallbacks} fell back · {stats.failures} failed\nMedian latency: {latency or '-'}\n"
                 f"By task: {tasks}"
             )
+            summary += preference_line(await self.store.preference(interaction.guild_id))
         # Rendering is CPU work: keep it off the event loop.
         png = await asyncio.to_thread(
             render_stats_chart,
@@ -56,6 +57,35 @@ class StatsCog(commands.Cog):
         await interaction.edit_original_response(
             content=summary, attachments=[discord.File(io.BytesIO(png), filename="stats.png")]
         )
+
+
+#: A task's preference rate counts once it has this many answers; at this rate /stats suggests a lower threshold.
+SUGGEST_AFTER = 10
+SUGGEST_RATE = 0.2
+
+
+def preference_line(preference: dict[str, tuple[int, int]]) -> str:
+    """Per task, how often users asked for the larger model: a high rate says the threshold is wrong there."""
+    parts = [
+        f"{TASK_LABELS.get(task, task)} {asked}/{answers} ({asked / answers:.0%})"  # type: ignore[call-overload]
+        for task, (answers, asked) in preference.items()
+        if asked and answers
+    ]
+    if not parts:
+        return ""
+    # Enough answers and a high rate: the threshold is too high for that task here.
+    often = [
+        TASK_LABELS.get(task, task)  # type: ignore[call-overload]
+        for task, (answers, asked) in preference.items()
+        if answers >= SUGGEST_AFTER and asked / answers >= SUGGEST_RATE
+    ]
+    hint = (
+        f"\nUsers often want a larger model for {', '.join(often)}: an admin can lower that task's threshold "
+        "(`/settings threshold value task`)."
+        if often
+        else ""
+    )
+    return "\nAsked for the larger model: " + " · ".join(parts) + hint
 
 
 async def setup(bot: SwitchboardBot) -> None:

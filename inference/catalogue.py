@@ -77,6 +77,12 @@ class _ModelBase(_Strict):
     fallback: str | None = None
     #: A base (not instruction-tuned) model: the completion task prefers one, as a continuation is what it does best.
     base: bool = False
+    #: What the model reads besides text: ``image`` for a vision model (OpenAI-compatible ``image_url`` parts, or
+    #: an ONNX image-to-text model). The multimodal route only sends images to a model that lists ``image``.
+    modalities: tuple[Literal["text", "image", "audio", "video"], ...] = ("text",)
+
+    def reads(self, modality: str) -> bool:
+        return modality in self.modalities
 
 
 class OnnxModel(_ModelBase):
@@ -172,6 +178,12 @@ class Escalation(_Strict):
     long_context_tokens: int = Field(1500, ge=1)
     #: Below this classifier confidence, the request goes to the large tier (safer when unsure).
     min_confidence: float = Field(0.0, ge=0, le=1)
+    #: Per-task thresholds in place of ``threshold`` (e.g. a server whose users keep asking the larger model
+    #: for chat lowers chat's alone).
+    task_thresholds: dict[TaskId, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+
+    def threshold_for(self, task: TaskId) -> float:
+        return self.task_thresholds.get(task, self.threshold)
 
 
 class RoutingPolicy(_Strict):
@@ -212,11 +224,15 @@ class RoutingOverrides(_Strict):
 
     task_models: dict[TaskId, str] = Field(default_factory=dict)
     threshold: float | None = Field(None, ge=0, le=1)
+    task_thresholds: dict[TaskId, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
 
     def apply(self, policy: RoutingPolicy) -> RoutingPolicy:
         escalation = policy.escalation
         if self.threshold is not None:
             escalation = escalation.model_copy(update={"threshold": self.threshold})
+        if self.task_thresholds:
+            merged = {**escalation.task_thresholds, **self.task_thresholds}
+            escalation = escalation.model_copy(update={"task_thresholds": merged})
         return policy.model_copy(
             update={"task_models": {**policy.task_models, **self.task_models}, "escalation": escalation}
         )

@@ -7,7 +7,9 @@ Contract (other tools depend on it):
   line over :data:`MAX_LINE_BYTES` (read in bounded pieces and skipped) or one that is not UTF-8; the
   reader goes on with the next line. A reader that goes away (``| head -1``) ends the command quietly.
 - ``ask "TEXT"`` streams the answer to stdout and the route to stderr (``--task`` forces the task, whose
-  pipeline frames the request). The route's JSON line on stderr carries ``tokens`` (generated) and
+  pipeline frames the request). ``--file PATH`` (repeatable) attaches a file as a Discord user would (same checks,
+  same prompt); a file that is missing, unreadable or refused is one ``error:`` line and exit 2.
+  The route's JSON line on stderr carries ``tokens`` (generated) and
   ``tokens_per_s``; ``classify`` and ``json`` print the same line.
 - ``classify TEXT --labels a,b,c [--multi]`` prints exactly ``{"labels": [...], "scores": {...}}``.
 - ``json PROMPT --schema FILE`` prints only the JSON document; exit 1 with an error on stderr when no valid
@@ -24,7 +26,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, TextIO
 
@@ -38,6 +41,7 @@ from inference.types import Attachment, Request, RouteDecision, TaskId
 
 if TYPE_CHECKING:
     from inference.serving.service import Answer
+    from inference.tools.base import ToolResult
 
 
 class AttachmentIn(BaseModel):
@@ -167,18 +171,50 @@ async def ask_command(
     stdout: TextIO = sys.stdout,
     stderr: TextIO = sys.stderr,
     env: Mapping[str, str] | None = None,
+    files: Sequence[Path] = (),
+    max_file_bytes: int = 8 * 1024 * 1024,
 ) -> int:
+    from inference.attachments import AttachmentRefused, local_file, read_files, with_images
     from inference.errors import InferenceError
     from inference.tasks.base import pipeline_for
+    from inference.tasks.multimodal import plan_media
 
+    # --file: the checks and the reading a Discord attachment gets, before any model loads.
+    try:
+        attached = tuple(local_file(path) for path in files)
+        read = await read_files(attached, max_bytes=max_file_bytes)
+    except AttachmentRefused as exc:
+        print(f"error: {exc}", file=stderr)
+        return 2
     board, notes = await build_switchboard(catalogue, policy, cache_dir, env)
     for note in notes:
         print(f"note: {note}", file=stderr)
     try:
-        decision = board.route(Request(text=text), task=task)
+        request = Request(text=text, attachments=attached, context_tokens=read.tokens)
+        routed = board.route(request, task=task)
+        media = plan_media(
+            routed,
+            request,
+            read,
+            catalogue=catalogue,
+            reroute=lambda r, t: board.route(r, task=t),
+            resolve=board.resolve,
+        )
+        for note in (*read.notes, *media.notes):
+            print(f"note: {note}", file=stderr)
+        decision, text = media.decision, read.prompt(text)
+        if decision.task == "tool_use":  # the tools that need no Discord; each call is shown on stderr
+            return await _ask_with_tools(board, decision, text, max_new_tokens, stdout=stdout, stderr=stderr, env=env)
         pipeline = pipeline_for(decision.task)
         prepared = pipeline.prepare(text, max_new_tokens=max_new_tokens)
-        answer = board.answer(decision, prepared.messages, params=prepared.params)
+        if media.notice is not None:
+            prepared = replace(prepared, notice=media.notice)
+        answer = board.answer(
+            decision,
+            with_images(prepared.messages, media.images),
+            params=prepared.params,
+            allow_fallback=not media.images,  # the other tier can't see the images
+        )
         if prepared.notice is not None:  # the task can't be served yet: it says so, and no model runs
             print(prepared.notice, file=stdout)
             print_route(decision, answer, 0.0, stderr)
@@ -204,8 +240,56 @@ async def ask_command(
         await board.aclose()
 
 
-def print_route(decision: RouteDecision, answer: Answer | None, total_s: float, stderr: TextIO) -> None:
-    """The route on stderr: one line for people, then one JSON line (with generated tokens and tokens/s)."""
+async def _ask_with_tools(
+    board: Switchboard,
+    decision: RouteDecision,
+    text: str,
+    max_new_tokens: int,
+    *,
+    stdout: TextIO,
+    stderr: TextIO,
+    env: Mapping[str, str] | None,
+) -> int:
+    """``ask`` for tool_use: each tool call as one JSON line on stderr as it completes, the answer on stdout,
+    then the route with a ``tools`` list (tool, arguments, ok)."""
+    from inference.errors import ConfigError, InferenceError
+    from inference.tools import default_toolbox
+    from inference.tools.loop import run_with_tools
+
+    try:
+        toolbox = default_toolbox(env=env)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=stderr)
+        return 2
+
+    def show(result: ToolResult) -> None:
+        print(json.dumps(result.as_json(), ensure_ascii=False), file=stderr, flush=True)
+
+    await board.backend(decision.model)  # load first, so the timings are the answer's, not the load's
+    started = time.perf_counter()
+    try:
+        run = await run_with_tools(board, decision, text, toolbox, max_new_tokens=max_new_tokens, on_result=show)
+    except InferenceError as exc:
+        print(f"error: {exc.user_text} ({exc})", file=stderr)
+        return 1
+    print(run.text, file=stdout)
+    calls = [{"tool": r.call.name, "arguments": r.call.arguments, "ok": r.ok} for r in run.results]
+    if run.answer is not None:  # the loop's own notes (a tier that failed, rounds spent) join the answer's
+        run.answer.notes = list(run.notes)
+    print_route(decision, run.answer, time.perf_counter() - started, stderr, tools=calls)
+    return 0
+
+
+def print_route(
+    decision: RouteDecision,
+    answer: Answer | None,
+    total_s: float,
+    stderr: TextIO,
+    *,
+    tools: list[dict[str, object]] | None = None,
+) -> None:
+    """The route on stderr: one line for people, then one JSON line (with generated tokens and tokens/s, and
+    with ``tools`` the tool calls that ran)."""
     t = answer.timings if answer is not None else None
     first = t.first_token_s if t is not None else None
     tokens = t.tokens if t is not None else 0
@@ -216,7 +300,7 @@ def print_route(decision: RouteDecision, answer: Answer | None, total_s: float, 
     model = answer.model if answer is not None else decision.model
     provider = answer.provider if answer is not None else ""
     answer_notes = list(answer.notes) if answer is not None else []
-    route = {
+    route: dict[str, object] = {
         "task": decision.task,
         "tier": tier,
         "model": model,
@@ -228,6 +312,8 @@ def print_route(decision: RouteDecision, answer: Answer | None, total_s: float, 
         "reason": decision.reason,
         "notes": answer_notes,
     }
+    if tools is not None:
+        route["tools"] = tools
     ttft = f"{first:.2f}s" if first is not None else "-"
     print(
         f"route: {decision.task} -> {tier} / {model} via {provider or '-'}; first token {ttft}, "

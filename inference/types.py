@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -61,6 +63,9 @@ class Attachment:
     filename: str
     content_type: str = ""
     size: int | None = None
+    #: Downloads the file's bytes (Discord's ``Attachment.read``, a local file for the CLI); None where only
+    #: the name and type are known (routing). Called only after the type and size checks passed.
+    read: Callable[[], Awaitable[bytes]] | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_media(self) -> bool:
@@ -90,9 +95,41 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image that goes along with a message (already resized and re-encoded: inference.attachments)."""
+
+    data: bytes
+    mime: Literal["image/png", "image/jpeg"] = "image/png"
+    #: The file it came from, for notes and logs.
+    filename: str = ""
+
+    @property
+    def data_url(self) -> str:
+        """The ``data:`` URL an OpenAI-compatible ``image_url`` content part carries."""
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A model's request to run one tool: ``arguments`` parsed from its JSON (``error`` when they did not parse)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    #: Why the arguments could not be read (not JSON, not an object); the tool then never runs.
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    #: Images the message shows (a vision model's input); text-only backends see ``content`` alone.
+    images: tuple[ImagePart, ...] = ()
+    #: An assistant message's tool calls (OpenAI ``tool_calls``), sent back with the results that follow it.
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: A ``tool`` message: the id of the call whose result ``content`` is.
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +160,11 @@ class GenerationParams:
     #: Ask for each generated token's log-probability with this many alternatives (0: none), where the
     #: backend exposes them (OpenAI-compatible ``logprobs``/``top_logprobs``); read from ``TokenStream.logprobs``.
     logprobs: int = 0
+    #: Tools the model may call (OpenAI ``tools`` entries, ``inference.tools.ToolBox.openai_specs``); the calls
+    #: it makes come back on ``TokenStream.tool_calls``. Only OpenAI-compatible backends send them.
+    tools: tuple[dict[str, Any], ...] = ()
+    #: OpenAI ``tool_choice``: "auto", "none", "required" or ``{"type": "function", ...}`` (None: not sent).
+    tool_choice: str | dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +187,12 @@ class Classification:
     scores: dict[str, float] = field(default_factory=dict)
     #: Tokens in the request text (by the classifier's tokenizer), for the long-context rule.
     prompt_tokens: int = 0
+    #: What settled the task: "classifier" (the fast path), "nearest examples" (the unsure path's vote over
+    #: labelled examples) or "attachment" (a media attachment).
+    decided_by: str = "classifier"
+    #: The request's unit-length embedding (a numpy vector) when the classifier computed one, so a caller can
+    #: query another bank of examples (inference.classifier.bank.ExampleBank) without encoding again.
+    embedding: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

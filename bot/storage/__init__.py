@@ -17,9 +17,11 @@ from bot.storage.schema import (
     guild_settings,
     messages,
     metadata,
+    rate_buckets,
     request_log,
+    route_corrections,
 )
-from bot.storage.store import AuditEntry, Conversation, CustomModel, Role, Stats, Store, StoredMessage
+from bot.storage.store import AuditEntry, Conversation, Correction, CustomModel, Role, Stats, Store, StoredMessage
 
 __all__ = [
     "DEFAULT_URL",
@@ -27,6 +29,7 @@ __all__ = [
     "AlreadyExists",
     "AuditEntry",
     "Conversation",
+    "Correction",
     "CustomModel",
     "GuildConfig",
     "NotFound",
@@ -45,6 +48,8 @@ __all__ = [
     "messages",
     "metadata",
     "migrate",
+    "rate_buckets",
     "request_log",
+    "route_corrections",
     "run_migrations",
 ]

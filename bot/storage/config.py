@@ -20,7 +20,7 @@ from inference.types import TaskId
 log = logging.getLogger(__name__)
 
 #: The fields ``/route reset`` returns to their defaults.
-ROUTE_FIELDS = ("task_models", "threshold")
+ROUTE_FIELDS = ("task_models", "threshold", "task_thresholds")
 
 
 class TaskFraming(BaseModel):
@@ -42,6 +42,8 @@ class GuildConfig(BaseModel):
     task_models: dict[TaskId, Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=dict)
     #: Escalation threshold override; None = the routing policy's.
     threshold: float | None = Field(default=None, ge=0, le=1)
+    #: Per-task escalation thresholds (over ``threshold``), e.g. tuned from how often users asked the larger model.
+    task_thresholds: dict[TaskId, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
     channel_system_prompts: dict[int, Annotated[str, Field(max_length=4000)]] = Field(default_factory=dict)
     #: Channels where the bot answers; empty = everywhere.
     allowed_channels: list[int] = Field(default_factory=list)
@@ -53,6 +55,15 @@ class GuildConfig(BaseModel):
     max_prompt_chars: int = Field(default=4000, ge=1, le=100_000)
     #: Task id -> the server's framing for it (system text, temperature, length), on top of the pipeline's.
     task_framing: dict[TaskId, TaskFraming] = Field(default_factory=dict)
+    #: "Ask the larger model" / "Wrong task?" under answers (cogs/feedback.py): on unless turned off for the server,
+    #: or for the channels listed.
+    feedback_buttons: bool = True
+    feedback_off_channels: list[int] = Field(default_factory=list, max_length=500)
+    #: Tools (``/tools``) the server turned off: never offered to a model nor run here. Names, so a tool added
+    #: later is on by default, and a stored name whose tool is gone is ignored.
+    disabled_tools: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=200
+    )
 
     # --- the rules --------------------------------------------------------------------------------------
 
@@ -62,7 +73,7 @@ class GuildConfig(BaseModel):
         task_models = self.task_models
         if catalogue is not None:
             task_models = {t: m for t, m in task_models.items() if m in catalogue.models}
-        return RoutingOverrides(task_models=task_models, threshold=self.threshold)
+        return RoutingOverrides(task_models=task_models, threshold=self.threshold, task_thresholds=self.task_thresholds)
 
     def channel_allowed(self, channel_id: int | None) -> bool:
         """Whether the bot answers in ``channel_id`` (a thread's parent; None, where there is none, is
@@ -73,6 +84,9 @@ class GuildConfig(BaseModel):
         """What the server set for ``task`` (only the fields it set; empty when none)."""
         framing = self.task_framing.get(task)
         return {} if framing is None else framing.model_dump(exclude_none=True)
+
+    def feedback_buttons_on(self, channel_id: int | None) -> bool:
+        return self.feedback_buttons and channel_id not in self.feedback_off_channels
 
     def system_prompt_for(self, channel_id: int) -> str | None:
         return self.channel_system_prompts.get(channel_id)

@@ -10,6 +10,11 @@
   :class:`OpenAIModel` as JSON without any key; the key is sealed in ``api_key``.
 * ``conversations`` / ``messages``  thread chats; messages are ordered by their id.
 * ``request_log``     one row per answered request, for ``/stats``.
+* ``route_corrections``  a user's correction of one answer's route: "Ask the larger model" (``kind`` larger) or
+  "Wrong task?" (``kind`` task, with the task they picked). A server's corrections override the global
+  classifier for similar requests there (bot/corrections.py) until an admin undoes them.
+* ``rate_buckets``    users' token buckets when several processes share them (bot/ratelimit.py
+  ``StoreRateLimiter``); ``updated`` is wall-clock seconds since the epoch, which every process agrees on.
 
 A new table goes here, with a migration next to the others (see :mod:`bot.storage.engine`); a test fails
 while the tables here and the migrations disagree.
@@ -26,6 +31,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -144,4 +150,31 @@ request_log = Table(
     Column("fallback", Boolean, nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Index(None, "guild_id", "at"),
+)
+
+route_corrections = Table(
+    "route_corrections",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("guild_id", BigInteger, nullable=False),
+    Column("channel_id", BigInteger, nullable=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("routed_task", String(32), nullable=False),
+    Column("routed_tier", String(16), nullable=False),
+    Column("task", String(32), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index(None, "guild_id", "id"),
+)
+
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    # The rate and size last used, so a sweep can tell a bucket that has refilled (and can be forgotten).
+    Column("per_second", Float, nullable=False),
+    Column("burst", Float, nullable=False),
 )

@@ -25,7 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from bot.storage.config import ROUTE_FIELDS, GuildConfig
 from bot.storage.engine import DEFAULT_URL, make_engine, migrate, writer
 from bot.storage.errors import AlreadyExists, NotFound
-from bot.storage.schema import audit_log, conversations, guild_models, guild_settings, messages, request_log
+from bot.storage.schema import (
+    audit_log,
+    conversations,
+    guild_models,
+    guild_settings,
+    messages,
+    request_log,
+    route_corrections,
+)
 from inference.catalogue import OpenAIModel
 from inference.types import ChatMessage, TaskId, Tier
 
@@ -100,6 +108,27 @@ class Stats:
     median_latency_ms: dict[str, float]
     failures: int
     fallbacks: int
+
+
+#: Longest request text kept with a correction: enough to embed (the classifier reads a bounded window anyway).
+CORRECTION_TEXT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A user's correction of one answer's route: ``kind`` "larger" (they preferred the large tier) or "task"
+    (``task`` is the one they picked instead of ``routed_task``)."""
+
+    id: int
+    guild_id: int
+    channel_id: int | None
+    user_id: int
+    text: str
+    kind: Literal["larger", "task"]
+    routed_task: str
+    routed_tier: str
+    task: str
+    at: datetime
 
 
 def _utcnow() -> datetime:
@@ -208,6 +237,40 @@ class Store:
 
         return await self._change_config(guild_id, actor_id, "tasks.set" if changes else "tasks.reset", edit)
 
+    async def set_task_threshold(
+        self, guild_id: int, actor_id: int, task: TaskId, threshold: float | None
+    ) -> GuildConfig:
+        """One task's escalation threshold; None = back to the server's (or the policy's) threshold."""
+
+        def edit(config: GuildConfig) -> dict[str, Any]:
+            thresholds = {t: v for t, v in config.task_thresholds.items() if t != task}
+            return {"task_thresholds": thresholds | ({task: threshold} if threshold is not None else {})}
+
+        action = "threshold.task.set" if threshold is not None else "threshold.task.clear"
+        return await self._change_config(guild_id, actor_id, action, edit)
+
+    async def set_feedback_buttons(
+        self, guild_id: int, actor_id: int, enabled: bool, channel_id: int | None = None
+    ) -> GuildConfig:
+        """Turn the answer buttons on or off for the server, or (``channel_id``) for one channel."""
+
+        def edit(config: GuildConfig) -> dict[str, Any]:
+            if channel_id is None:
+                return {"feedback_buttons": enabled}
+            off = [c for c in config.feedback_off_channels if c != channel_id]
+            return {"feedback_off_channels": off if enabled else [*off, channel_id]}
+
+        return await self._change_config(guild_id, actor_id, "feedback.on" if enabled else "feedback.off", edit)
+
+    async def set_tool_enabled(self, guild_id: int, actor_id: int, name: str, enabled: bool) -> GuildConfig:
+        """Enable or disable one tool on the server (read and written in one transaction)."""
+
+        def edit(config: GuildConfig) -> dict[str, Any]:
+            off = [t for t in config.disabled_tools if t != name]
+            return {"disabled_tools": off if enabled else [*off, name]}
+
+        return await self._change_config(guild_id, actor_id, "tools.enable" if enabled else "tools.disable", edit)
+
     async def reset_guild_routes(self, guild_id: int, actor_id: int) -> GuildConfig:
         """Back to the routing policy: task models and threshold return to their defaults."""
         return await self._change_config(guild_id, actor_id, "routes.reset", lambda _: {}, unset=ROUTE_FIELDS)
@@ -222,6 +285,10 @@ class Store:
     ) -> GuildConfig:
         """Read, edit, validate, write and audit in one write transaction (no lost updates)."""
         async with self._config_lock, self._write.begin() as conn:
+            # The row first, if absent: on PostgreSQL, FOR UPDATE locks only rows that exist, so two processes
+            # changing a new server's settings at once would both insert. A validation error rolls this back.
+            if (ensure := _insert_if_absent(conn, guild_id=guild_id, data={}, updated_at=self._now())) is not None:
+                await conn.execute(ensure)
             stored = await self._stored_config(conn, guild_id, lock=True)
             before = GuildConfig.from_stored(guild_id, stored or {})
             changes = edit(before)
@@ -231,7 +298,7 @@ class Store:
             keys = [*changes, *(k for k in unset if k not in changes)]
             data = {k: v for k, v in (stored or {}).items() if k not in unset} | {k: new[k] for k in changes}
             values = dict(data=data, updated_at=self._now())
-            if stored is None:
+            if stored is None:  # a database without INSERT ... ON CONFLICT (neither SQLite nor PostgreSQL)
                 await conn.execute(guild_settings.insert().values(guild_id=guild_id, **values))
             else:
                 where = guild_settings.c.guild_id == guild_id
@@ -400,6 +467,67 @@ class Store:
             fallbacks=sum(n for n, _, fb in flag_rows if fb),
         )
 
+    # route corrections
+
+    async def add_correction(
+        self,
+        guild_id: int,
+        user_id: int,
+        text: str,
+        *,
+        kind: Literal["larger", "task"],
+        routed_task: str,
+        routed_tier: Tier,
+        task: str,
+        channel_id: int | None = None,
+    ) -> Correction:
+        row: dict[str, Any] = dict(guild_id=guild_id, channel_id=channel_id, user_id=user_id)
+        row |= dict(text=text[:CORRECTION_TEXT_CHARS], kind=kind, routed_task=routed_task, task=task)
+        row |= dict(routed_tier=Tier(routed_tier).value, at=self._now())
+        async with self._write.begin() as conn:
+            result = await conn.execute(route_corrections.insert().values(**row))
+            key = result.inserted_primary_key
+        assert key is not None
+        return Correction(id=int(key[0]), **row)
+
+    async def corrections(self, guild_id: int, limit: int | None = None) -> list[Correction]:
+        """Newest first."""
+        c = route_corrections.c
+        query = select(route_corrections).where(c.guild_id == guild_id).order_by(c.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [Correction(**dict(r)) for r in rows]
+
+    async def remove_correction(self, guild_id: int, actor_id: int, correction_id: int) -> Correction:
+        """Undo one correction (audited); NotFound when this server has no such correction."""
+        c = route_corrections.c
+        where = (c.guild_id == guild_id) & (c.id == correction_id)
+        async with self._write.begin() as conn:
+            row = (await conn.execute(select(route_corrections).where(where))).mappings().first()
+            if row is None:
+                raise NotFound(f"this server has no correction #{correction_id}")
+            await conn.execute(route_corrections.delete().where(where))
+            details = {"id": correction_id, "kind": row["kind"], "task": row["task"]}
+            await self._audit(conn, guild_id, actor_id, "correction.remove", details)
+        return Correction(**dict(row))
+
+    async def preference(self, guild_id: int, since: datetime | None = None) -> dict[str, tuple[int, int]]:
+        """Per task: (answers, times a user asked the larger model for one) - the signal that a threshold is wrong."""
+        where = request_log.c.guild_id == guild_id
+        cwhere = (route_corrections.c.guild_id == guild_id) & (route_corrections.c.kind == "larger")
+        if since is not None:
+            where &= request_log.c.at >= since
+            cwhere &= route_corrections.c.at >= since
+        answers = select(request_log.c.task, func.count()).where(where).group_by(request_log.c.task)
+        larger = select(route_corrections.c.routed_task, func.count()).where(cwhere)
+        larger = larger.group_by(route_corrections.c.routed_task)
+        async with self._engine.connect() as conn:
+            counts = {t: n for t, n in (await conn.execute(answers)).all()}
+            asked = {t: n for t, n in (await conn.execute(larger)).all()}
+        return {t: (counts.get(t, 0), asked.get(t, 0)) for t in sorted(set(counts) | set(asked))}
+
     # audit log
 
     async def audit(self, guild_id: int, limit: int = 25) -> list[AuditEntry]:
@@ -408,3 +536,17 @@ class Store:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query.limit(limit))).mappings().all()
         return [AuditEntry(**r) for r in rows]
+
+
+def _insert_if_absent(conn: AsyncConnection, **row: Any) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` of a guild_settings row in the connection's dialect (None if it has
+    no such statement)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(guild_settings).values(**row).on_conflict_do_nothing()
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(guild_settings).values(**row).on_conflict_do_nothing()
+    return None

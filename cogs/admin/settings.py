@@ -10,9 +10,11 @@ from pydantic import ValidationError
 
 from bot.answering import AnswerService
 from bot.app import SwitchboardBot
-from bot.storage import Store
+from bot.storage import GuildConfig, Store
+from cogs._common import TASK_CHOICES
 from cogs.admin.base import AdminBase, admin_group
 from inference.catalogue import format_validation_error
+from inference.types import TASK_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +50,54 @@ class SettingsCog(AdminBase):
                 f"Threshold: {config.threshold if config.threshold is not None else 'default'}\n"
                 f"Answers in: {channels}\nRate limit: {config.rate_limit_per_minute}/min per user, "
                 f"burst {config.rate_limit_burst}{exempt}\nMax prompt: {config.max_prompt_chars} characters\n"
-                f"System prompts: {prompts}"
+                f"System prompts: {prompts}\n"
+                f"Answer buttons: {_buttons(config)}"
             ),
         )
 
-    @settings.command(name="threshold")
-    @app_commands.describe(value="Difficulty (0 to 1) at which small-tier requests escalate")
-    async def settings_threshold(
-        self, interaction: discord.Interaction, value: app_commands.Range[float, 0.0, 1.0]
+    @settings.command(name="feedback")
+    @app_commands.describe(
+        enabled="Show the buttons (Ask the larger model, Wrong task?) under answers",
+        channel="Only in this channel; leave out for the whole server",
+    )
+    async def settings_feedback(
+        self, interaction: discord.Interaction, enabled: bool, channel: discord.TextChannel | None = None
     ) -> None:
-        """Set the escalation threshold."""
+        """Turn the buttons under answers on or off, for the server or one channel."""
+        assert interaction.guild_id is not None
+        await self.store.set_feedback_buttons(
+            interaction.guild_id, interaction.user.id, enabled, channel.id if channel else None
+        )
+        where = f"in {channel.mention}" if channel else "on this server"
+        await self._reply(interaction, f"Answer buttons are {'on' if enabled else 'off'} {where}.")
+
+    @settings.command(name="threshold")
+    @app_commands.describe(
+        value="Difficulty (0 to 1) at which small-tier requests escalate",
+        task="Only for this task (e.g. where /stats shows users often ask for the larger model)",
+    )
+    @app_commands.choices(task=TASK_CHOICES)
+    async def settings_threshold(
+        self,
+        interaction: discord.Interaction,
+        value: app_commands.Range[float, 0.0, 1.0],
+        task: app_commands.Choice[str] | None = None,
+    ) -> None:
+        """Set the escalation threshold, for every task or one."""
         # Discord's client enforces the range too, but only as a hint: check it here as well.
         if not 0.0 <= value <= 1.0:
             await self._reply(interaction, f"Not changed: the threshold must be between 0 and 1 (you gave {value:g}).")
             return
-        await self._update(
-            interaction, "settings.threshold", f"Escalation threshold set to {value:.2f}.", threshold=value
+        if task is None:
+            await self._update(
+                interaction, "settings.threshold", f"Escalation threshold set to {value:.2f}.", threshold=value
+            )
+            return
+        assert interaction.guild_id is not None
+        await self.store.set_task_threshold(interaction.guild_id, interaction.user.id, task.value, value)  # type: ignore[arg-type]
+        await self._reply(
+            interaction,
+            f"Escalation threshold for **{TASK_LABELS[task.value]}** set to {value:.2f}.",  # type: ignore[index]
         )
 
     @settings.command(name="system-prompt")
@@ -151,3 +185,10 @@ class SettingsCog(AdminBase):
         entries = await self.store.audit(interaction.guild_id)
         lines = [f"{discord.utils.format_dt(e.at, 'R')} <@{e.actor_id}> `{e.action}` {e.details}" for e in entries[:15]]
         await self._reply(interaction, "\n".join(lines) or "No changes yet.")
+
+
+def _buttons(config: GuildConfig) -> str:
+    if not config.feedback_buttons:
+        return "off"
+    off = ", ".join(f"<#{c}>" for c in config.feedback_off_channels)
+    return f"on, except in {off}" if off else "on"

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from enum import StrEnum
 from typing import ClassVar
 
-from inference.types import ChatMessage, GenerationParams, Timings, TokenLogprob
+from inference.types import ChatMessage, GenerationParams, Timings, TokenLogprob, ToolCall
 
 #: Characters one token may stand for, on average over an answer, before the client calls the output too
 #: long. Generous (English averages about 4, code with long whitespace runs rarely 8): it only has to stop
@@ -72,6 +72,8 @@ class TokenStream:
         self.truncated = False
         #: Per-token log-probabilities, when ``params.logprobs`` asked and the backend exposes them.
         self.logprobs: list[TokenLogprob] = []
+        #: Tools the model asked to run (``params.tools``), complete once the stream has ended.
+        self.tool_calls: list[ToolCall] = []
         self._started = time.perf_counter()
 
     @classmethod

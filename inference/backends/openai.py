@@ -29,7 +29,7 @@ from inference.errors import (
 )
 from inference.serving import netguard
 from inference.structured import decoding_schema
-from inference.types import ChatMessage, Constraint, GenerationParams, TokenLogprob
+from inference.types import ChatMessage, Constraint, GenerationParams, TokenLogprob, ToolCall
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class OpenAIBackend(Backend):
         if raw:
             body["prompt"] = raw_prompt(messages)
         else:
-            body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+            body["messages"] = [_message(m) for m in messages]
         body.update(max_tokens=self._max_tokens(params), temperature=params.temperature, top_p=params.top_p)
         body["stream"] = stream
         if params.stop:  # some servers reject an empty list
@@ -174,6 +174,8 @@ class OpenAIBackend(Backend):
             body.update({"logprobs": top} if raw else {"logprobs": True, "top_logprobs": top})
         if params.constraint is not None:
             body.update(self._constraint_fields(params.constraint))
+        if not raw:
+            _add_tool_fields(body, messages, params)
         body.update({k: v for k, v in self.spec.extra_body.items() if k not in _RESERVED})
         return body
 
@@ -207,17 +209,23 @@ class OpenAIBackend(Backend):
     def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> TokenStream:
         # The client enforces max_tokens itself: a server that ignores it is cut off, not obeyed.
         logprobs: list[TokenLogprob] = []
+        tool_calls: list[ToolCall] = []
         stream = TokenStream(
-            self._generate(list(messages), params, logprobs),
+            self._generate(list(messages), params, logprobs, tool_calls),
             model=self.model,
             provider=self.provider,
             limit=OutputLimit(self._max_tokens(params)),
         )
         stream.logprobs = logprobs  # filled as the answer arrives
+        stream.tool_calls = tool_calls  # filled when the answer ends
         return stream
 
     async def _generate(
-        self, messages: list[ChatMessage], params: GenerationParams, logprobs: list[TokenLogprob] | None = None
+        self,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        logprobs: list[TokenLogprob] | None = None,
+        tool_calls: list[ToolCall] | None = None,
     ) -> AsyncIterator[str]:
         """One answer; a server that lacks ``/completions`` (raw) or refuses ``response_format`` is asked
         again once without it (remembered), since both are refused before any token."""
@@ -227,7 +235,7 @@ class OpenAIBackend(Backend):
             asked_format = params.constraint is not None and params.constraint.kind == "json_schema"
             asked_format = asked_format and not self._response_format_refused
             try:
-                async for piece in self._post(messages, params, sink, raw=raw):
+                async for piece in self._post(messages, params, sink, raw=raw, tool_calls=tool_calls):
                     yield piece
                 return
             except InferenceError as exc:
@@ -243,7 +251,13 @@ class OpenAIBackend(Backend):
                     raise
 
     async def _post(
-        self, messages: list[ChatMessage], params: GenerationParams, logprobs: list[TokenLogprob], *, raw: bool
+        self,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        logprobs: list[TokenLogprob],
+        *,
+        raw: bool,
+        tool_calls: list[ToolCall] | None = None,
     ) -> AsyncIterator[str]:
         self._check_url()  # IP literals never reach the guarded resolver: check them on every request
         stream = self._stream
@@ -260,7 +274,8 @@ class OpenAIBackend(Backend):
                 ctype = resp.headers.get("Content-Type", "").lower()
                 # transformers serve answers SSE even to stream=false: follow the answer, not the request.
                 sse_stream = "text/event-stream" in ctype
-                pieces = _sse_pieces(resp, logprobs) if sse_stream else _json_pieces(resp, logprobs)
+                calls = tool_calls if tool_calls is not None else []
+                pieces = _sse_pieces(resp, logprobs, calls) if sse_stream else _json_pieces(resp, logprobs, calls)
                 complete = False
                 try:
                     async for piece in pieces:
@@ -349,11 +364,15 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(buf)
 
 
-async def _sse_pieces(resp: aiohttp.ClientResponse, logprobs: list[TokenLogprob]) -> AsyncIterator[str]:
+async def _sse_pieces(
+    resp: aiohttp.ClientResponse, logprobs: list[TokenLogprob], tool_calls: list[ToolCall] | None = None
+) -> AsyncIterator[str]:
     finished = False
+    calls = _ToolCallDeltas()
     async for data in sse.events(resp.content):
         if data.strip() == "[DONE]":
-            return
+            finished = True
+            break
         try:
             chunk = json.loads(data)
         except ValueError:
@@ -371,15 +390,21 @@ async def _sse_pieces(resp: aiohttp.ClientResponse, logprobs: list[TokenLogprob]
         if content is None:
             content = choice.get("text")  # a text completion (raw)
         logprobs.extend(_logprobs(choice.get("logprobs")))
+        if isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
+            calls.add(delta["tool_calls"])
         if isinstance(content, str) and content:  # empty deltas (role only) are normal
             yield content
         if choice.get("finish_reason"):
             finished = True  # some servers (transformers serve) never send [DONE]
     if not finished:
         raise BackendUnavailable("stream broken: ended without [DONE] or finish_reason")
+    if tool_calls is not None:  # only a whole answer's calls: a broken stream's half-written ones never run
+        tool_calls.extend(calls.finish())
 
 
-async def _json_pieces(resp: aiohttp.ClientResponse, logprobs: list[TokenLogprob]) -> AsyncIterator[str]:
+async def _json_pieces(
+    resp: aiohttp.ClientResponse, logprobs: list[TokenLogprob], tool_calls: list[ToolCall] | None = None
+) -> AsyncIterator[str]:
     try:
         payload = json.loads(await _read_bounded(resp, _MAX_BODY))
     except ValueError:
@@ -393,8 +418,107 @@ async def _json_pieces(resp: aiohttp.ClientResponse, logprobs: list[TokenLogprob
         raise BackendUnavailable("response has no choices[0].message") from None
     content = message.get("content") if isinstance(message, dict) else None
     logprobs.extend(_logprobs(choice.get("logprobs")))
+    listed = message.get("tool_calls") if isinstance(message, dict) else None
+    if tool_calls is not None and isinstance(listed, list):
+        for n, item in enumerate(listed[:_MAX_TOOL_CALLS]):
+            function = item.get("function") if isinstance(item, dict) else None
+            if isinstance(function, dict):
+                tool_calls.append(_tool_call(item.get("id"), function.get("name"), function.get("arguments"), n))
     if isinstance(content, str) and content:
         yield content
+
+
+#: Most tool calls read from one answer, and most characters of their names and arguments together (a server
+#: streaming tool-call deltas forever is cut off like one streaming text forever).
+_MAX_TOOL_CALLS = 32
+_MAX_TOOL_CALL_CHARS = 256 << 10
+
+
+class _ToolCallDeltas:
+    """Streamed ``tool_calls`` deltas accumulated by ``index``: id and name once, arguments in pieces."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+        self._chars = 0
+
+    def add(self, deltas: list[Any]) -> None:
+        for delta in deltas:
+            if not isinstance(delta, dict):
+                continue
+            index = delta.get("index")
+            if not isinstance(index, int):  # servers that omit it stream one call at a time
+                index = max(self._calls, default=0) if not delta.get("id") else len(self._calls)
+            if index not in self._calls:
+                if len(self._calls) >= _MAX_TOOL_CALLS:
+                    raise ResponseTooLarge(f"response too large: over {_MAX_TOOL_CALLS} tool calls")
+                self._calls[index] = {"id": None, "name": "", "arguments": ""}
+            call = self._calls[index]
+            if isinstance(delta.get("id"), str) and delta["id"]:
+                call["id"] = delta["id"]
+            function = delta.get("function")
+            if not isinstance(function, dict):
+                continue
+            for key in ("name", "arguments"):
+                piece = function.get(key)
+                if isinstance(piece, dict):  # a server that sends the arguments whole, as an object
+                    piece = json.dumps(piece)
+                if isinstance(piece, str):
+                    call[key] += piece
+                    self._chars += len(piece)
+            if self._chars > _MAX_TOOL_CALL_CHARS:
+                raise ResponseTooLarge(f"response too large: tool calls over {_MAX_TOOL_CALL_CHARS} characters")
+
+    def finish(self) -> list[ToolCall]:
+        return [
+            _tool_call(c["id"], c["name"], c["arguments"], n)
+            for n, (_, c) in enumerate(sorted(self._calls.items()))
+            if c["name"] or c["arguments"]
+        ]
+
+
+def _tool_call(call_id: object, name: object, arguments: object, n: int) -> ToolCall:
+    """One call as the model wrote it; arguments that are not a JSON object become the call's ``error``."""
+    ident = call_id if isinstance(call_id, str) and call_id else f"call_{n}"
+    tool = name.strip() if isinstance(name, str) else ""
+    if isinstance(arguments, dict):
+        return ToolCall(ident, tool, arguments)
+    text = arguments if isinstance(arguments, str) else ""
+    if not text.strip():  # a tool without parameters
+        return ToolCall(ident, tool, {})
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return ToolCall(ident, tool, {}, error=f"the arguments are not valid JSON ({exc})")
+    if not isinstance(value, dict):
+        return ToolCall(ident, tool, {}, error="the arguments are not a JSON object")
+    return ToolCall(ident, tool, value)
+
+
+def _add_tool_fields(body: dict[str, Any], messages: Sequence[ChatMessage], params: GenerationParams) -> None:
+    """OpenAI's tool protocol: ``tools``/``tool_choice``, assistant ``tool_calls`` and ``tool`` results' ids."""
+    for out, m in zip(body["messages"], messages, strict=True):
+        if m.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+                for c in m.tool_calls
+            ]
+            if not m.content:
+                out["content"] = None  # OpenAI: an assistant message that only calls tools has null content
+        if m.tool_call_id is not None:
+            out["tool_call_id"] = m.tool_call_id
+    if params.tools:
+        body["tools"] = list(params.tools)
+        if params.tool_choice is not None:
+            body["tool_choice"] = params.tool_choice
+
+
+def _message(m: ChatMessage) -> dict[str, Any]:
+    """One chat message; with images, OpenAI's content parts (text first, then each ``image_url``)."""
+    if not m.images:
+        return {"role": m.role, "content": m.content}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+    parts += [{"type": "image_url", "image_url": {"url": image.data_url}} for image in m.images]
+    return {"role": m.role, "content": parts}
 
 
 def _logprobs(block: object) -> list[TokenLogprob]:

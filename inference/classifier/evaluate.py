@@ -1,4 +1,5 @@
-"""Held-out evaluation of the task classifier: task accuracy, tier agreement, per-task recall and confusions.
+"""Held-out evaluation of the task classifier: task accuracy, tier agreement, per-task recall and confusions,
+expected calibration error (15 bins) and how often the unsure path decided.
 
 ``python -m inference.classifier.evaluate`` prepares the classifier if needed, then scores
 ``config/classifier/heldout.jsonl`` (or ``--heldout FILE``). Tier agreement follows the routing policy in
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.catalogue import RoutingPolicy, load_routing
+from inference.classifier.calibration import expected_calibration_error
 from inference.classifier.model import TaskClassifier
 from inference.classifier.recipe import DATA_DIR
 from inference.classifier.train import Example, load_examples, prepare_classifier
@@ -35,13 +37,24 @@ def evaluate(clf: TaskClassifier, examples: Sequence[Example], policy: RoutingPo
     confusion: Counter[tuple[str, str]] = Counter()
     correct = tier_ok = hard_ok = 0
     per_task: dict[str, Counter[str]] = {t: Counter() for t in TASKS}
+    confidences: list[float] = []
+    hits: list[bool] = []
+    unsure = Counter[str]()
     for ex in examples:
         c = clf.classify(ex.request)
         predicted_large = policy.tiers[c.task] is not Tier.SMALL or c.difficulty >= threshold
+        if not any(a.is_media for a in ex.request.attachments):  # an attachment's 100% is a rule, not a guess
+            confidences.append(c.confidence)
+            hits.append(c.task == ex.task)
+        if c.decided_by == "nearest examples":
+            unsure["n"] += 1
+            unsure["hit"] += c.task == ex.task
         correct += c.task == ex.task
         tier_ok += ("large" if predicted_large else "small") == expected_tier(ex.task, ex.hard, policy)
         hard_ok += (c.difficulty >= threshold) == ex.hard
         per_task[ex.task]["n"] += 1
+        per_task[ex.task]["to_large"] += predicted_large
+        per_task[ex.task]["expect_large"] += expected_tier(ex.task, ex.hard, policy) == "large"
         per_task[ex.task]["hit"] += c.task == ex.task
         per_task[c.task]["predicted"] += 1
         if c.task != ex.task:
@@ -57,10 +70,15 @@ def evaluate(clf: TaskClassifier, examples: Sequence[Example], policy: RoutingPo
                 "n": c["n"],
                 "recall": c["hit"] / c["n"] if c["n"] else 0.0,
                 "precision": c["hit"] / c["predicted"] if c["predicted"] else 0.0,
+                # By the true task: how many went to the large tier, and how many should have.
+                "to_large": c["to_large"],
+                "expect_large": c["expect_large"],
             }
             for t, c in per_task.items()
         },
         "confusions": confusion.most_common(),
+        "ece": expected_calibration_error(confidences, hits, bins=15),
+        "unsure": {"n": unsure["n"], "correct": unsure["hit"]},
         "threshold": threshold,
         "large_tasks": [t for t in TASKS if policy.tiers[t] is not Tier.SMALL],
     }
@@ -76,6 +94,9 @@ def _print_report(res: dict[str, Any], clf: TaskClassifier) -> None:
         f"{res['threshold']}]"
     )
     print(f"hard detection:  {res['hard_accuracy']:.3f}")
+    print(f"calibration:     ECE {res['ece']:.3f} (15 bins, temperature {clf.temperature:.2f})")
+    u = res["unsure"]
+    print(f"unsure path:     decided {u['n']} of {n} (under {clf.unsure_below:.0%} confidence), {u['correct']} right")
     print(f"\n{'task':<16}{'n':>4}{'recall':>9}{'precision':>11}")
     for t, m in res["per_task"].items():
         print(f"{t:<16}{m['n']:>4}{m['recall']:>9.3f}{m['precision']:>11.3f}")

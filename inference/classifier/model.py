@@ -6,7 +6,12 @@ at setup time by :func:`inference.classifier.train.prepare_classifier` (``python
 
 Model: a MiniLM sentence embedding concatenated with a few cheap lexical features (code fences, "yes
 or no", "according to the docs", numbers, length, ...). One softmax head gives the task, one logistic
-head gives the difficulty. Both are plain ``W @ x + b`` in numpy.
+head gives the difficulty. Both are plain ``W @ x + b`` in numpy. The task head's logits are divided by a
+temperature fit at training time on out-of-fold logits, so its confidence means what it says.
+
+The unsure path: when that calibrated confidence is under the artefact's ``unsure_below``, a second opinion
+from the nearest labelled training examples (:class:`~inference.classifier.bank.ExampleBank`, cosine top-k
+over the same embedding) is mixed in and settles the task; ``Classification.decided_by`` and a signal say so.
 
 Thread safety: a loaded :class:`TaskClassifier` holds no mutable state; ``classify`` may be called from
 several threads at once.
@@ -24,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from inference.artifacts import default_cache_dir
+from inference.classifier.bank import ExampleBank, Votes
 from inference.classifier.features import FEATURE_NAMES, lexical_features, read_window
 from inference.classifier.recipe import PREPARE_COMMAND, artifact_path
 from inference.errors import ConfigError
@@ -36,6 +42,22 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max()
     e = np.exp(z)
     return e / e.sum()
+
+
+#: ``Classification.decided_by`` when the unsure path settled the task.
+NEAREST_EXAMPLES = "nearest examples"
+
+
+def second_opinion(
+    probs: np.ndarray, embedding: np.ndarray, bank: ExampleBank | None, *, unsure_below: float, k: int, weight: float
+) -> tuple[np.ndarray, Votes | None]:
+    """The task probabilities after the unsure path: unchanged when the head is sure (or there is no bank),
+    else ``(1 - weight) * probs + weight * the neighbours' vote shares``. Returns the votes when it ran."""
+    if bank is None or not len(bank) or float(probs.max()) >= unsure_below:
+        return probs, None
+    votes = bank.nearest(embedding, k)
+    shares = np.array([votes.shares[t] for t in TASKS], dtype=np.float64)
+    return (1.0 - weight) * probs + weight * shares, votes
 
 
 def _sigmoid(z: float) -> float:
@@ -78,6 +100,15 @@ class TaskClassifier:
         self._task_b = heads["task_b"].astype(np.float32)
         self._diff_w = heads["diff_w"].astype(np.float32)  # (dim,)
         self._diff_b = float(heads["diff_b"])
+        self.temperature = float(heads["task_temperature"]) if "task_temperature" in heads.files else 1.0
+        unsure = meta.get("unsure") or {}
+        self.unsure_below = float(unsure.get("below", 0.0))
+        self.unsure_k = int(unsure.get("k", 8))
+        self.unsure_weight = float(unsure.get("weight", 0.5))
+        #: The labelled training examples' embeddings: the unsure path's second opinion.
+        self.bank: ExampleBank | None = (
+            ExampleBank.load(artifact_dir / "bank.npz") if (artifact_dir / "bank.npz").exists() else None
+        )
         self.encoder = OnnxEncoder(
             artifact_dir / "encoder.onnx",
             artifact_dir / "tokenizer.json",
@@ -126,12 +157,21 @@ class TaskClassifier:
 
     def classify(self, request: Request) -> Classification:
         x, n_tokens, signals = self.features(request.text)
-        probs = _softmax(self._task_w @ x + self._task_b)
+        embedding = x[: self.encoder_dim]
+        probs = _softmax((self._task_w @ x + self._task_b) / self.temperature)
+        first = float(probs.max())
+        probs, votes = second_opinion(
+            probs, embedding, self.bank, unsure_below=self.unsure_below, k=self.unsure_k, weight=self.unsure_weight
+        )
         scores: dict[str, float] = {t: float(p) for t, p in zip(TASKS, probs, strict=True)}
         best = int(probs.argmax())
         task: TaskId = TASKS[best]
         confidence = float(probs[best])
         difficulty = _sigmoid(float(self._diff_w @ x) + self._diff_b)
+        decided_by = "classifier"
+        if votes is not None:
+            decided_by = NEAREST_EXAMPLES
+            signals.append(f"unsure ({first:.0%}): {len(votes.neighbours)} nearest examples voted {votes.task}")
 
         total = n_tokens + max(request.context_tokens, 0)
         if total > self.long_context_tokens:
@@ -142,8 +182,9 @@ class TaskClassifier:
         if media:
             # A media attachment is multimodal by definition: the small tier cannot see it.
             kinds = sorted({_media_kind(a) for a in media})
-            signals = [f"{k} attachment" for k in kinds] + signals
-            task, confidence = "multimodal", 1.0
+            # The attachment settles the task: no second opinion was needed.
+            signals = [f"{k} attachment" for k in kinds] + [s for s in signals if not s.startswith("unsure (")]
+            task, confidence, decided_by = "multimodal", 1.0, "attachment"
             scores = {t: (1.0 if t == "multimodal" else 0.0) for t in TASKS}
         elif request.attachments:
             signals.append("non-media attachment")
@@ -154,7 +195,14 @@ class TaskClassifier:
             signals=tuple(dict.fromkeys(signals)),
             scores=scores,
             prompt_tokens=n_tokens,
+            decided_by=decided_by,
+            embedding=embedding,
         )
+
+    @property
+    def encoder_dim(self) -> int:
+        """Width of the encoder's embedding (the head input's leading part)."""
+        return int(self._task_w.shape[1]) - len(FEATURE_NAMES)
 
 
 def _default_long_context_tokens() -> int:

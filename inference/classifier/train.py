@@ -9,7 +9,13 @@ training data, the recipe and the build packages' versions (:mod:`inference.clas
 2. export it to ONNX (optimum, ``feature-extraction``, transformers library semantics) and quantize it
    to int8 with per-channel dynamic quantization;
 3. fit the task (softmax) and difficulty (logistic) heads on the int8 model's embeddings plus the lexical
-   features, so the heads see exactly what run time computes.
+   features, so the heads see exactly what run time computes;
+4. calibrate: the encoder is fine-tuned on a stratified ``1 - RECIPE.calibration_share`` of the rows only;
+   a head fit on those rows gives logits for the others, which neither the encoder nor that head saw, and
+   the task head's temperature is fit on them (logits of rows the encoder was tuned on are over-confident,
+   so cross-validating the head alone sharpened where it should soften). The final heads are then fit on
+   every row, and every row's embedding goes into the example bank of the unsure path
+   (:mod:`inference.classifier.bank`).
 
 Why fine-tuning and a 4-layer cut: logistic regression on the frozen MiniLM embeddings reached only
 ~0.87-0.90 held-out task accuracy; fine-tuning reached ~0.96, and a 4-layer model is as accurate while
@@ -113,10 +119,11 @@ def _build_artifacts(out: Path, train_path: Path, say: Progress, *, key: str) ->
     src = minilm_dir()
     shutil.copyfile(src / "tokenizer.json", out / "tokenizer.json")
 
-    say(f"fine-tuning the MiniLM task encoder on {len(examples)} examples (a few minutes on 2 cores)")
+    fit_idx, val_idx = _calibration_split(examples)
+    say(f"fine-tuning the MiniLM task encoder on {len(fit_idx)} of {len(examples)} examples (a few minutes on 2 cores)")
     t0 = time.perf_counter()
     hf_dir = out / "hf"
-    _fine_tune(src, out / "tokenizer.json", examples, hf_dir, say)
+    _fine_tune(src, out / "tokenizer.json", [examples[i] for i in fit_idx], hf_dir, say)
     t_finetune = time.perf_counter() - t0
 
     say("exporting the encoder to ONNX and quantizing it to int8")
@@ -135,7 +142,17 @@ def _build_artifacts(out: Path, train_path: Path, say: Progress, *, key: str) ->
     )
     emb, lex = _features(enc, [e.text for e in examples])
     heads, train_metrics = _fit_heads(emb, lex, examples)
+    t0 = time.perf_counter()
+    temperature, train_metrics["calibration"] = _calibrate(emb, lex, examples, fit_idx, val_idx)
+    say(f"task head temperature {temperature:.3f} on {len(val_idx)} rows the encoder never saw")
+    heads["task_temperature"] = np.asarray(temperature, dtype=np.float32)
+    t_calibrate = time.perf_counter() - t0
     np.savez(out / "heads.npz", allow_pickle=False, **heads)
+    from inference.classifier.bank import ExampleBank
+
+    bank = ExampleBank(emb.shape[1])
+    bank.add_many(emb, [e.task for e in examples], [e.hard for e in examples])  # type: ignore[misc]
+    bank.save(out / "bank.npz")
     t_heads = time.perf_counter() - t0
 
     meta: dict[str, Any] = {
@@ -152,10 +169,12 @@ def _build_artifacts(out: Path, train_path: Path, say: Progress, *, key: str) ->
         },
         "train_examples": len(examples),
         "train_metrics": train_metrics,
+        "unsure": {"below": RECIPE.unsure_below, "k": RECIPE.unsure_k, "weight": RECIPE.unsure_weight},
         "seconds": {
             "fine_tune": round(t_finetune, 1),
             "export": round(t_export, 1),
             "heads": round(t_heads, 1),
+            "calibrate": round(t_calibrate, 1),
             "total": round(time.perf_counter() - t_start, 1),
         },
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -345,6 +364,64 @@ def _fit_heads(emb: np.ndarray, lex: np.ndarray, examples: Sequence[Example]) ->
         "hard_accuracy": round(float(diff.score(x, hard)), 4),
     }
     return heads, metrics
+
+
+def _calibration_split(examples: Sequence[Example]) -> tuple[list[int], list[int]]:
+    """(rows the encoder is tuned on, rows kept for the temperature): a stratified, seeded split."""
+    rng = random.Random(RECIPE.seed + 1)
+    by_task: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        by_task.setdefault(e.task, []).append(i)
+    held: set[int] = set()
+    for rows in by_task.values():
+        rng.shuffle(rows)
+        held.update(rows[: round(len(rows) * RECIPE.calibration_share)])
+    return [i for i in range(len(examples)) if i not in held], sorted(held)
+
+
+def _calibrate(
+    emb: np.ndarray, lex: np.ndarray, examples: Sequence[Example], fit_idx: list[int], val_idx: list[int]
+) -> tuple[float, dict[str, Any]]:
+    """The task head's temperature, fit on rows neither the encoder nor this head saw, and what it and the
+    unsure path do on those rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    from inference.classifier.bank import ExampleBank
+    from inference.classifier.calibration import expected_calibration_error, fit_temperature, softmax
+
+    if not val_idx:
+        return 1.0, {"rows": 0}
+    mean, scale = lex[fit_idx].mean(axis=0), lex[fit_idx].std(axis=0) + 1e-3
+    x = np.hstack([emb, (lex - mean) / scale])
+    y = np.array([TASKS.index(e.task) for e in examples])  # type: ignore[arg-type]
+    head = LogisticRegression(C=RECIPE.task_c, max_iter=5000).fit(x[fit_idx], y[fit_idx])
+    logits, yv = head.decision_function(x[val_idx]), y[val_idx]
+    temperature = fit_temperature(logits, yv)
+    raw, probs = softmax(logits), softmax(logits, temperature)
+    pred = probs.argmax(axis=1)
+    # The unsure path on the same rows: a bank of the fitted rows votes for each unsure one.
+    bank = ExampleBank(emb.shape[1])
+    bank.add_many(emb[fit_idx], [examples[i].task for i in fit_idx], [examples[i].hard for i in fit_idx])  # type: ignore[misc]
+    unsure = unsure_head = unsure_mixed = 0
+    for row, i in enumerate(val_idx):
+        if probs[row].max() >= RECIPE.unsure_below:
+            continue
+        votes = bank.nearest(emb[i], RECIPE.unsure_k)
+        shares = np.array([votes.shares[t] for t in TASKS])
+        mixed = (1 - RECIPE.unsure_weight) * probs[row] + RECIPE.unsure_weight * shares
+        unsure += 1
+        unsure_head += int(pred[row] == yv[row])
+        unsure_mixed += int(mixed.argmax() == yv[row])
+    return temperature, {
+        "rows": len(val_idx),
+        "temperature": round(temperature, 4),
+        "task_accuracy": round(float((pred == yv).mean()), 4),
+        "ece_before": round(expected_calibration_error(raw.max(axis=1), raw.argmax(axis=1) == yv), 4),
+        "ece_after": round(expected_calibration_error(probs.max(axis=1), pred == yv), 4),
+        "unsure_rows": unsure,
+        "unsure_head_correct": unsure_head,
+        "unsure_with_neighbours_correct": unsure_mixed,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

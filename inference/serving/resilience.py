@@ -258,6 +258,7 @@ class ResilientBackend:
                     except StopAsyncIteration:
                         outer.truncated = outer.truncated or stream.truncated  # cut at the output limit
                         outer.logprobs = stream.logprobs
+                        outer.tool_calls = stream.tool_calls
                         return
                     except TimeoutError:
                         which = "total" if yielded or deadline == total_deadline else "first-token"

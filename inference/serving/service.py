@@ -14,9 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from inference.backends import build_backend
 from inference.backends.base import ProbeResult
 from inference.catalogue import Catalogue, ModelSpec, RoutingOverrides
+from inference.classifier.bank import ExampleBank
 from inference.errors import (
     BackendUnavailable,
     InferenceError,
@@ -24,7 +27,17 @@ from inference.errors import (
 from inference.router import Router
 from inference.serving.clock import Clock
 from inference.serving.resilience import ResilientBackend
-from inference.types import ChatMessage, GenerationParams, Request, RouteDecision, TaskId, Tier, Timings, TokenLogprob
+from inference.types import (
+    ChatMessage,
+    GenerationParams,
+    Request,
+    RouteDecision,
+    TaskId,
+    Tier,
+    Timings,
+    TokenLogprob,
+    ToolCall,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -61,6 +74,8 @@ class Answer:
         self.truncated = False
         #: Per-token log-probabilities of the answer, when the params asked and the backend exposes them.
         self.logprobs: list[TokenLogprob] = []
+        #: Tools the model asked to run (when the params offered tools), once the answer has ended.
+        self.tool_calls: list[ToolCall] = []
         self._board = board
         self._messages = list(messages)
         self._params = params
@@ -100,6 +115,7 @@ class Answer:
                 self.timings = stream.timings
                 self.provider = stream.provider
                 self.logprobs = stream.logprobs
+                self.tool_calls = stream.tool_calls
                 if stream.truncated:
                     self.truncated = True
                     self.notes.append(f"the answer was cut off at {model}'s output limit")
@@ -242,14 +258,20 @@ class Switchboard:
         task: TaskId | None = None,
         overrides: RoutingOverrides | None = None,
         catalogue: Catalogue | None = None,
+        memory: ExampleBank | None = None,
     ) -> RouteDecision:
-        decision = self.router.route(request, task=task, overrides=overrides, catalogue=catalogue)
+        decision = self.router.route(request, task=task, overrides=overrides, catalogue=catalogue, memory=memory)
         actual = self.resolve(decision.model)
         if actual != decision.model:
             why = self._why_substituted(decision.model)
             reason = f"{decision.reason}; {decision.model} {why} at start-up, local {actual} stands in"
             decision = replace(decision, model=actual, reason=reason)
         return decision
+
+    def embed(self, request: Request) -> np.ndarray | None:
+        """The task classifier's embedding of ``request`` (None when the classifier has none): the space in which
+        a server's corrected requests are matched to new ones."""
+        return getattr(self.router.classifier.classify(request), "embedding", None)
 
     def answer(
         self,

@@ -1,5 +1,5 @@
-"""rag, tool_use, agent, multimodal: each needs something Switchboard does not have yet (an index of the
-server's documents, tools, an agent loop, a model that sees media). Until their issues fill them, they say
+"""rag, agent: each needs something Switchboard does not have yet (an index of the
+server's documents, an agent loop). Until their issues fill them, they say
 so and run no model, rather than let a text model guess an answer it cannot know. The notice says how to
 get the model's general answer instead, so the user is never stuck.
 """
@@ -75,16 +75,6 @@ def _attr(text: str) -> str:
     return _escape(text).replace('"', "'").replace("\n", " ")
 
 
-class ToolUsePipeline(PendingPipeline):
-    task: ClassVar[TaskId] = "tool_use"
-    notice = "I can't look things up or run tools yet, so I can't do this for you."
-
-
 class AgentPipeline(PendingPipeline):
     task: ClassVar[TaskId] = "agent"
     notice = "I can't carry out multi-step tasks with tools yet, so I can't do this for you."
-
-
-class MultimodalPipeline(PendingPipeline):
-    task: ClassVar[TaskId] = "multimodal"
-    notice = "I can't see images, audio or video yet, so I can't answer about them."

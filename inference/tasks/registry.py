@@ -9,7 +9,9 @@ from inference.tasks.code import CodePipeline
 from inference.tasks.completion import CompletionPipeline
 from inference.tasks.conversion import ConversionPipeline
 from inference.tasks.grammar import GrammarPipeline
-from inference.tasks.pending import AgentPipeline, MultimodalPipeline, RagPipeline, ToolUsePipeline
+from inference.tasks.multimodal import MultimodalPipeline
+from inference.tasks.pending import AgentPipeline, RagPipeline
+from inference.tasks.tool_use import ToolUsePipeline
 from inference.types import TaskId
 
 PIPELINES: dict[TaskId, TaskPipeline] = {

@@ -12,7 +12,8 @@ a slow model and the test's FakeClock advanced per streamed piece), and a rate l
             summary = await switchboard.wait_answered(it)
 
 ``running()`` may be entered again after it exits (a restart on the same database file). Other knobs,
-set before ``running()``: ``settings_overrides`` (Settings fields), ``allowed_hosts`` (operator-allowed
+set before ``running()``: ``settings_overrides`` (Settings fields; ``shared_rate_limits=True``: the rate
+limiter is the database's, on ``limiter_clock``), ``allowed_hosts`` (operator-allowed
 endpoint hosts), ``resolved`` (the guard's fake DNS: ``api.example.com`` is public, ``internal.example.com``
 resolves to 10.0.0.5), ``shutdown_grace_s``. ``probe`` records the store's writes and wakes the fake's
 waiters, so a test can wait for one without sleeping: ``await fake.wait_for(lambda:
@@ -25,20 +26,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 
 from bot.app import SwitchboardBot
-from bot.ratelimit import RateLimiter
+from bot.ratelimit import Limiter, RateLimiter, StoreRateLimiter
 from bot.settings import Settings
 from bot.storage import Store
 from inference.artifacts import default_cache_dir, embedder_dir
 from inference.backends.base import Backend
-from inference.catalogue import ModelSpec, RoutingPolicy, load_routing
+from inference.catalogue import Catalogue, ModelSpec, RoutingPolicy, load_routing
 from inference.knowledge.embedder import Embedder
 from inference.knowledge.service import KnowledgeBase, open_index
 from inference.router import Router
@@ -56,7 +59,9 @@ BOT_LOGGERS = ("bot", "cogs", "inference", "sqlalchemy")
 PUBLIC_HOST, PUBLIC_IP = "api.example.com", "93.184.216.34"
 REBINDING_HOST = "internal.example.com"
 FOOTER_RE = re.compile(
-    r"\n-# (?P<task>\w+) · (?P<tier>small|large) · (?P<model>[\w\\-]+) · (?P<secs>[\d.]+s|\d+m \d\ds)(?P<note> · .*)?$"
+    # A task id's underscore arrives escaped ("tool\_use"): the footer shows markdown literally.
+    r"\n-# (?P<task>[\w\\]+) · (?P<tier>small|large) · (?P<model>[\w\\-]+) · "
+    r"(?P<secs>[\d.]+s|\d+m \d\ds)(?P<note> · .*)?$"
 )
 CURSOR = " ▌"
 
@@ -73,11 +78,30 @@ class KeywordClassifier:
             task, difficulty = "code", 0.3
         elif "translate" in text:
             task = "conversion"
+        elif "according to the docs" in text:
+            task = "rag"
+        elif "calculate" in text or "server info" in text:
+            task = "tool_use"
         elif "prove" in text or ("how many" in text and "train" in text):
             difficulty, signals = 0.9, ("reasoning",)
         return Classification(
-            task=task, confidence=0.9, difficulty=difficulty, signals=signals, prompt_tokens=len(text) // 4
+            task=task,
+            confidence=0.9,
+            difficulty=difficulty,
+            signals=signals,
+            prompt_tokens=len(text) // 4,
+            embedding=words_vector(text),
         )
+
+
+def words_vector(text: str, dim: int = 256) -> np.ndarray:
+    """A bag-of-words unit vector: texts with the same words are similar, texts sharing none are orthogonal-ish
+    (a stand-in for the classifier's embedding, for per-server corrections)."""
+    out = np.zeros(dim, dtype=np.float32)
+    for word in re.findall(r"\w+", text.lower()):
+        out[zlib.crc32(word.encode()) % dim] += 1.0
+    norm = float(np.linalg.norm(out))
+    return out / norm if norm else out
 
 
 _EMBEDDER: list[Embedder] = []
@@ -102,6 +126,7 @@ class StoreProbe:
     """Wraps a Store's writes so tests can wait for them (the fake is notified after each one)."""
 
     WRITES = (
+        "add_correction",
         "add_message",
         "close_conversation",
         "create_conversation",
@@ -148,6 +173,12 @@ class Harness:
             for name in (SMALL, LARGE, LOCAL)
         }
         self.settings_overrides: dict[str, Any] = {}
+        #: Another database than the test's SQLite file (e.g. the suite's PostgreSQL).
+        self.database_url: str | None = None
+        #: Real backends in place of scripted ones, by catalogue name (e.g. an OpenAIBackend on a local server).
+        self.real_backends: dict[str, Backend] = {}
+        #: Another catalogue than the fakes' (e.g. longer time limits for a real server).
+        self.catalogue: Catalogue | None = None
         self.allowed_hosts: tuple[str, ...] = ()
         self.resolved: dict[str, list[str]] = {PUBLIC_HOST: [PUBLIC_IP], REBINDING_HOST: ["10.0.0.5"]}
         self.shutdown_grace_s = 5.0
@@ -172,7 +203,7 @@ class Harness:
 
     @property
     def db_url(self) -> str:
-        return f"sqlite+aiosqlite:///{self.tmp_path / 'db.sqlite'}"
+        return self.database_url or f"sqlite+aiosqlite:///{self.tmp_path / 'db.sqlite'}"
 
     @property
     def settings(self) -> Settings:
@@ -200,7 +231,7 @@ class Harness:
     async def running(self) -> AsyncIterator[SwitchboardBot]:
         """Build and start the bot as bot.app.start() does; at exit close bot, backends and store."""
         settings = self.settings
-        catalogue = fake_catalogue()
+        catalogue = self.catalogue or fake_catalogue()
         self.guard = Guard(
             allow_private=settings.allow_private_endpoints,
             allowed_hosts=frozenset(settings.allowed_endpoint_hosts),
@@ -211,7 +242,7 @@ class Harness:
 
             def factory(name: str, spec: ModelSpec) -> Backend | None:
                 # Server-added endpoints (None): the real OpenAI backend, built, guarded and keyed as in production.
-                return self.backends.get(name)
+                return self.real_backends.get(name) or self.backends.get(name)
 
             board = Switchboard(
                 Router(KeywordClassifier(), routing_policy(), catalogue),
@@ -235,7 +266,7 @@ class Harness:
                     settings=settings,
                     board=board,
                     store=store,
-                    limiter=self.limiter,
+                    limiter=self._limiter(settings, store),
                     clock=self.clock,
                     shutdown_grace_s=self.shutdown_grace_s,
                     guild_ready_timeout=0.05,
@@ -250,6 +281,10 @@ class Harness:
                 if knowledge is not None:
                     await knowledge.close()
                 await store.close()
+
+    def _limiter(self, settings: Settings, store: Store) -> Limiter:
+        # Asked for shared buckets (several bot processes): the database's, on the same manual clock.
+        return StoreRateLimiter(store, clock=self.limiter_clock) if settings.shared_rate_limits else self.limiter
 
     # -- waiting and inspecting ---------------------------------------------------------------------
     async def wait_answered(self, interaction: Any, timeout: float = 5.0) -> InteractionSummary:  # noqa: ASYNC109

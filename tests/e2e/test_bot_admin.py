@@ -34,6 +34,9 @@ def every_admin_command(fake: FakeDiscord) -> list[tuple[str, dict[str, Any]]]:
         ("route show", {}),
         ("route set", {"task": "chat", "model": "large-fake"}),
         ("route reset", {}),
+        ("route corrections list", {}),
+        ("route corrections undo", {"number": 1}),
+        ("route corrections export", {}),
         ("settings show", {}),
         ("settings threshold", {"value": 0.7}),
         ("settings system-prompt", {"channel": channel, "prompt": "Be terse."}),
@@ -41,6 +44,10 @@ def every_admin_command(fake: FakeDiscord) -> list[tuple[str, dict[str, Any]]]:
         ("settings rate-limit", {"per_minute": 10, "burst": 2}),
         ("settings exempt-role", {"action": "clear"}),
         ("settings audit", {}),
+        ("settings feedback", {"enabled": False}),
+        ("tools list", {}),
+        ("tools enable", {"name": "calculator"}),
+        ("tools disable", {"name": "calculator"}),
     ]
 
 
@@ -58,6 +65,7 @@ async def test_admin_groups_default_to_manage_server(switchboard: Harness) -> No
         "rate-limit",
         "exempt-role",
         "audit",
+        "feedback",
     }
 
 
@@ -158,7 +166,7 @@ async def test_every_admin_command_works_with_manage_server(switchboard: Harness
         settings = await admin(fake, "settings show")
         assert settings.content == (
             f"Threshold: 0.7\nAnswers in: <#{channel}>\nRate limit: 10/min per user, burst 2\n"
-            f"Max prompt: 4000 characters\nSystem prompts: <#{channel}>: Be terse."
+            f"Max prompt: 4000 characters\nSystem prompts: <#{channel}>: Be terse.\nAnswer buttons: on"
         )
 
         reset = await admin(fake, "route reset")

@@ -16,7 +16,12 @@ MANAGE_SERVER = "32"
 LAST_NOTE = "move to the large tier"
 # Names and required options (Discord shows the optional ones as a member types).
 MEMBER_COMMANDS = ("`/ask prompt`", "`/chat start|end`", "`/classify labels`", "`/stats`", "`/help`")
-ADMIN_COMMANDS = ("`/models ", "`/route show|set|reset`", "`/settings show|")
+ADMIN_COMMANDS = (
+    "`/models ",
+    "`/route show|set|reset|corrections`",
+    "`/settings show|",
+    "`/tools list|enable|disable`",
+)
 
 
 async def ask_help(fake: FakeDiscord, **kw: Any) -> InteractionSummary:

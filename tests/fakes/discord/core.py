@@ -108,6 +108,9 @@ class Core:
         self._bucket_use: dict[tuple[str, str], tuple[float, int]] = {}  # (bucket, major) -> (window end, used)
         self._limited: dict[int, RateLimitRule] = {}  # request index -> the rule that answered it 429
 
+        #: What GET /gateway/bot recommends. Sessions IDENTIFY with their own [shard_id, num_shards]; each gets
+        #: only its guilds' events (see GatewaySession.owns).
+        self.shard_count = 1
         self._sessions: list[GatewaySession] = []
         self._detached: dict[str, GatewaySession] = {}  # resumable sessions whose connection dropped
         self._changed = asyncio.Event()
@@ -419,7 +422,13 @@ class Core:
         def _register_routes(self) -> None: ...
 
         # guilds.py
-        def add_guild(self, name: str = "Guild", *, channels: Iterable[str] = ("general",)) -> str: ...
+        def add_guild(
+            self,
+            name: str = "Guild",
+            *,
+            channels: Iterable[str] = ("general",),
+            on_shard: tuple[int, int] | None = None,
+        ) -> str: ...
 
         def add_member(
             self,

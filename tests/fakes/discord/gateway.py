@@ -76,9 +76,18 @@ class GatewaySession:
         self.log: list[tuple[int, str]] = []  # (sequence, frame) of every dispatch, for RESUME
         self.detached = False  # connection gone, session resumable: dispatches are only logged
         self.resumable = True  # False once invalidated (op 9 false) or closed with 1000/1001
+        self.shard: tuple[int, int] = (0, 1)  # [shard_id, num_shards] from IDENTIFY; (0, 1): every guild
         self._zlib = zlib.compressobj() if zlib_stream else None
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop(), name="fake-discord-gateway-writer")
+
+    def owns(self, guild_id: str | None) -> bool:
+        """Whether this session's shard receives that guild's events: ``(guild_id >> 22) % num_shards``, as
+        Discord routes them; events outside any guild (DMs) go to shard 0 only."""
+        shard_id, num_shards = self.shard
+        if guild_id is None:
+            return shard_id == 0
+        return (int(guild_id) >> 22) % num_shards == shard_id
 
     def send(self, op: int, data: Any, event: str | None = None) -> None:
         """Queue a frame (DISPATCH frames get the next sequence number)."""
@@ -97,6 +106,7 @@ class GatewaySession:
         """Take over `old` (RESUME): its id, intents and sequence; queue the dispatches after `seq` that
         the client missed. Returns how many were replayed."""
         self.session_id, self.intents, self.seq, self.log = old.session_id, old.intents, old.seq, old.log
+        self.shard = old.shard
         self.identified = True
         self.client_seq = seq
         missed = [text for s, text in self.log if s > seq]

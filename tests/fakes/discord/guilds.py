@@ -38,10 +38,17 @@ class GuildsMixin(Core):
         self.users[data["id"]] = data
         return data
 
-    def add_guild(self, name: str = "Guild", *, channels: Iterable[str] = ("general",)) -> str:
+    def add_guild(
+        self, name: str = "Guild", *, channels: Iterable[str] = ("general",), on_shard: tuple[int, int] | None = None
+    ) -> str:
         """A guild with @everyone (id == guild id), the bot as a member with a managed role, an owner
-        and the given text channels. Returns the guild id. Dispatches GUILD_CREATE if connected."""
+        and the given text channels. Returns the guild id. Dispatches GUILD_CREATE if connected.
+        `on_shard=(shard_id, num_shards)`: an id that shard owns ((id >> 22) % num_shards == shard_id)."""
         guild_id = self._ids.next()
+        if on_shard is not None:
+            shard_id, num_shards = on_shard
+            ms = int(guild_id) >> 22  # the id's timestamp decides its shard: move it a few ms on
+            guild_id = str(((ms + (shard_id - ms) % num_shards) << 22) | (int(guild_id) & ((1 << 22) - 1)))
         owner = self.add_user(f"owner-{len(self.guilds) + 1}")
         guild = GuildState(guild_id, name, owner["id"], P.iso())
         guild.roles[guild_id] = P.role(guild_id, "@everyone", P.EVERYONE_PERMISSIONS)

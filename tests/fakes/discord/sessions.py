@@ -1,7 +1,8 @@
 """Gateway session handling: the websocket handler (HELLO, IDENTIFY/READY + GUILD_CREATEs, RESUME with
-replay, heartbeats, REQUEST_GUILD_MEMBERS), event dispatch filtered by intents, op 7 RECONNECT and op 9
-INVALID_SESSION on request, and GET /gateway(/bot). Frame encoding and per-connection state
-(`GatewaySession`) are in gateway.py."""
+replay, heartbeats, REQUEST_GUILD_MEMBERS), event dispatch filtered by intents and by shard (several
+sessions may IDENTIFY with `shard: [id, count]`; each gets its own guilds' events), op 7 RECONNECT and
+op 9 INVALID_SESSION on request, and GET /gateway(/bot) (`shard_count`). Frame encoding and
+per-connection state (`GatewaySession`) are in gateway.py."""
 
 from __future__ import annotations
 
@@ -39,27 +40,29 @@ class SessionsMixin(Core):
         """Send op 7 RECONNECT (as Discord does before moving a session) and, with `wait`, wait until the
         client has reconnected and RESUMEd. Events dispatched meanwhile are replayed to it on RESUME."""
         resumed = self.resume_count
-        for session in self._live_sessions():
+        sessions = self._live_sessions()
+        for session in sessions:
             session.send(RECONNECT, None)
         await self.flush()
-        if wait:
-            await self._wait(lambda: self.resume_count > resumed, timeout, "RESUME after op 7")
+        if wait:  # every session (shard) comes back
+            await self._wait(lambda: self.resume_count >= resumed + len(sessions), timeout, "RESUME after op 7")
 
     async def invalidate_session(self, resumable: bool, *, wait: bool = True, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Send op 9 INVALID_SESSION and, with `wait`, wait for the client to come back: RESUME when
         `resumable`, else a fresh IDENTIFY (new session, READY and GUILD_CREATEs again; events in between
         are lost)."""
         resumed, identified = self.resume_count, self.identify_count
-        for session in self._live_sessions():
+        sessions = self._live_sessions()
+        for session in sessions:
             session.resumable = resumable
             session.send(INVALID_SESSION, resumable)
         await self.flush()
         if not wait:
             return
         if resumable:
-            await self._wait(lambda: self.resume_count > resumed, timeout, "RESUME after op 9")
+            await self._wait(lambda: self.resume_count >= resumed + len(sessions), timeout, "RESUME after op 9")
         else:
-            await self._wait(lambda: self.identify_count > identified, timeout, "IDENTIFY after op 9")
+            await self._wait(lambda: self.identify_count >= identified + len(sessions), timeout, "IDENTIFY after op 9")
 
     def _live_sessions(self) -> list[GatewaySession]:
         sessions = [s for s in self._sessions if s.identified]
@@ -75,8 +78,9 @@ class SessionsMixin(Core):
 
     def _dispatch(self, event: str, data: dict[str, Any]) -> None:
         self.dispatched.append((event, data))
+        guild_id = _event_guild(event, data)
         for session in [*self._sessions, *self._detached.values()]:  # detached ones log it for RESUME
-            if not session.identified:
+            if not session.identified or not session.owns(guild_id):
                 continue
             need = intent_for(event, data)
             if need and not session.intents & need:
@@ -134,13 +138,20 @@ class SessionsMixin(Core):
             if data.get("token") != self.token:
                 await session.ws.close(code=4004, message=b"Authentication failed.")
                 return
+            if "shard" in data:
+                shard_id, num_shards = (int(n) for n in data["shard"])
+                if not 0 <= shard_id < num_shards:
+                    await session.ws.close(code=4010, message=b"Invalid shard.")
+                    return
+                session.shard = (shard_id, num_shards)
             self.identify_count += 1
             session.identified = True
             session.intents = int(data.get("intents", 0))
+            guilds = [g for g in self.guilds.values() if session.owns(g.id)]
             ready: dict[str, Any] = {
                 "v": 10,
                 "user": P.private_user(self.bot_user),
-                "guilds": [{"id": g, "unavailable": True} for g in self.guilds],
+                "guilds": [{"id": g.id, "unavailable": True} for g in guilds],
                 "session_id": session.session_id,
                 "resume_gateway_url": self.gateway_url,
                 "application": {"id": self.application_id, "flags": 0},
@@ -155,7 +166,7 @@ class SessionsMixin(Core):
             if "shard" in data:
                 ready["shard"] = data["shard"]
             session.send(DISPATCH, ready, "READY")
-            for guild in self.guilds.values():
+            for guild in guilds:
                 session.send(DISPATCH, self._guild_create(guild), "GUILD_CREATE")
             self.dispatched.append(("READY", ready))
         elif op == RESUME:
@@ -194,4 +205,12 @@ class SessionsMixin(Core):
 
     async def _get_gateway_bot(self, c: Call) -> tuple[int, Any]:
         limit = {"total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1}
-        return 200, {"url": self.gateway_url, "shards": 1, "session_start_limit": limit}
+        return 200, {"url": self.gateway_url, "shards": self.shard_count, "session_start_limit": limit}
+
+
+def _event_guild(event: str, data: dict[str, Any]) -> str | None:
+    """The guild an event belongs to, which decides the shard it goes to (None: outside any guild)."""
+    if event in ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE"):
+        return str(data["id"])
+    guild_id = data.get("guild_id")
+    return str(guild_id) if guild_id else None

@@ -80,6 +80,9 @@ README_VARIABLES = [
     ("SWITCHBOARD_ALLOW_PRIVATE_ENDPOINTS", "true", lambda s: s.allow_private_endpoints, True),
     ("SWITCHBOARD_ALLOW_DMS", "false", lambda s: s.allow_dms, False),
     ("SWITCHBOARD_MAX_REPLY_MESSAGES", "6", lambda s: s.max_reply_messages, 6),
+    ("SWITCHBOARD_SERVE_API_KEY", "sk-serve", lambda s: s.serve_api_key.get_secret_value(), None),
+    ("SWITCHBOARD_SHARD_COUNT", "4", lambda s: s.shard_count, 4),
+    ("SWITCHBOARD_SHARED_RATE_LIMITS", "true", lambda s: s.uses_shared_rate_limits, True),
 ]
 
 
@@ -103,3 +106,44 @@ def test_readme_documents_every_variable_tested_here() -> None:
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     for name, *_ in README_VARIABLES:
         assert f"`{name}`" in table, name
+
+
+@pytest.mark.parametrize("value", ["1,3", "[1, 3]", " 1 , 3 "])
+@pytest.mark.parametrize("source", ["environment", ".env"])
+def test_shard_ids_work_from_dotenv_as_from_the_environment(
+    value: str, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not in README_VARIABLES: shard ids only mean something with a shard count, so both are set here.
+    for name in ("SWITCHBOARD_SHARD_IDS", "SWITCHBOARD_SHARD_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    lines = {"SWITCHBOARD_SHARD_IDS": value, "SWITCHBOARD_SHARD_COUNT": "4"}
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in lines.items()) if source == ".env" else "")
+    if source == "environment":
+        for k, v in lines.items():
+            monkeypatch.setenv(k, v)
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    assert (settings.shard_ids, settings.shard_count) == ((1, 3), 4)
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    assert "`SWITCHBOARD_SHARD_IDS`" in readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"shard_ids": "0"}, "needs SWITCHBOARD_SHARD_COUNT"),
+        ({"shard_ids": "0,2", "shard_count": 2}, "from 0 to 1"),
+        ({"shard_ids": "[]", "shard_count": 2}, "from 0 to 1"),
+        ({"shard_count": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_a_shard_range_that_cannot_work_is_refused_at_start_up(values: dict[str, object], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def test_all_shards_and_in_memory_buckets_by_default_shared_buckets_on_postgresql(clean_env: None) -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (settings.shard_count, settings.shard_ids, settings.uses_shared_rate_limits) == (None, None, False)
+    pg = Settings(_env_file=None, database_url="postgresql+asyncpg://bot@db/sb")  # type: ignore[call-arg]
+    assert pg.uses_shared_rate_limits

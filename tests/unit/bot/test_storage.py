@@ -6,6 +6,7 @@ Every test uses a real SQLite file in tmp_path, migrated by alembic exactly as t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -53,10 +54,34 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    # A nested dir that does not exist yet: opening creates it.
-    return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'switchboard.db'}"
+_DATABASES = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store test runs on SQLite and on a real PostgreSQL (started by the suite: ``postgres_url``)."""
+    if request.param == "sqlite":
+        # A nested dir that does not exist yet: opening creates it.
+        return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'switchboard.db'}"
+    return await fresh_postgres_database(request.getfixturevalue("postgres_url"), f"store_{next(_DATABASES)}")
+
+
+async def fresh_postgres_database(server_url: str, name: str) -> str:
+    """An empty database ``name`` on the test server, as an asyncpg URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from inference.knowledge.postgres import asyncpg_url
+
+    base = make_url(asyncpg_url(server_url))
+    admin = create_async_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+            await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -150,7 +175,7 @@ async def test_reset_routes_clears_task_models_and_threshold_only(store: Store):
     assert config.task_models == {} and config.threshold is None and config.rate_limit_burst == 5
     latest = (await store.audit(GUILD))[0]
     assert (latest.actor_id, latest.action) == (ADMIN + 1, "routes.reset")
-    assert latest.details["previous"] == {"task_models": {"chat": "m"}, "threshold": 0.9}
+    assert latest.details["previous"] == {"task_models": {"chat": "m"}, "threshold": 0.9, "task_thresholds": {}}
 
 
 async def test_set_one_task_model_or_channel_prompt_keeps_the_others(store: Store):
@@ -341,8 +366,9 @@ async def test_migrations_build_the_schema_from_empty_and_stamp_head(url: str):
             assert set(metadata.tables) | {"alembic_version"} == tables
             # The tables declared in bot/storage/schema.py and the migrations agree.
             assert await conn.run_sync(_schema_diffs) == []
-            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
-            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+            if url.startswith("sqlite"):  # SQLite's connection settings (PostgreSQL has them built in)
+                assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+                assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
     finally:
         await engine.dispose()
 
@@ -469,3 +495,81 @@ async def test_task_framing_merges_per_task_resets_and_keeps_concurrent_changes(
     assert [e.action for e in await store.audit(GUILD)][:1] == ["tasks.reset"]
     with pytest.raises(ValidationError):
         await store.set_task_framing(GUILD, ADMIN, "chat", {"temperature": 9})
+
+
+# --- route corrections ------------------------------------------------------------------------------------
+
+
+async def test_corrections_are_kept_per_server_listed_newest_first_and_undone(store: Store, clock: Clock):
+    first = await store.add_correction(
+        GUILD,
+        7,
+        "what is the vibe of this msg",
+        kind="task",
+        routed_task="chat",
+        routed_tier=Tier.SMALL,
+        task="classification",
+        channel_id=555,
+    )
+    clock.tick()
+    second = await store.add_correction(
+        GUILD,
+        8,
+        "summarise this long thread",
+        kind="larger",
+        routed_task="conversion",
+        routed_tier=Tier.SMALL,
+        task="conversion",
+    )
+    await store.add_correction(
+        OTHER_GUILD, 9, "elsewhere", kind="larger", routed_task="chat", routed_tier=Tier.SMALL, task="chat"
+    )
+    assert [c.id for c in await store.corrections(GUILD)] == [second.id, first.id]
+    assert (first.kind, first.task, first.routed_tier, first.channel_id, first.at) == (
+        "task",
+        "classification",
+        "small",
+        555,
+        T0,
+    )
+    assert [c.text for c in await store.corrections(OTHER_GUILD)] == ["elsewhere"]
+    # Another server can't undo this server's correction; this server's admin can, and it is audited.
+    with pytest.raises(NotFound):
+        await store.remove_correction(OTHER_GUILD, ADMIN, first.id)
+    removed = await store.remove_correction(GUILD, ADMIN, first.id)
+    assert removed.text == "what is the vibe of this msg"
+    assert [c.id for c in await store.corrections(GUILD)] == [second.id]
+    assert (await store.audit(GUILD))[0].action == "correction.remove"
+    with pytest.raises(NotFound):
+        await store.remove_correction(GUILD, ADMIN, first.id)
+
+
+async def test_a_long_request_is_kept_bounded(store: Store):
+    c = await store.add_correction(
+        GUILD, 7, "x" * 50_000, kind="larger", routed_task="chat", routed_tier=Tier.SMALL, task="chat"
+    )
+    assert len(c.text) == len((await store.corrections(GUILD))[0].text) == 2000
+
+
+async def test_preference_counts_answers_and_requests_for_the_larger_model_per_task(store: Store):
+    for task in ("chat", "chat", "chat", "conversion"):
+        await store.record_request(GUILD, 7, task, Tier.SMALL, "small", 10, True, False)
+    await store.add_correction(GUILD, 7, "a", kind="larger", routed_task="chat", routed_tier=Tier.SMALL, task="chat")
+    await store.add_correction(GUILD, 7, "b", kind="task", routed_task="chat", routed_tier=Tier.SMALL, task="code")
+    await store.add_correction(
+        OTHER_GUILD, 7, "c", kind="larger", routed_task="conversion", routed_tier=Tier.SMALL, task="conversion"
+    )
+    assert await store.preference(GUILD) == {"chat": (3, 1), "conversion": (1, 0)}
+
+
+async def test_task_thresholds_are_set_one_at_a_time_and_reset_with_the_routes(store: Store):
+    await store.set_task_threshold(GUILD, ADMIN, "chat", 0.3)
+    await store.set_task_threshold(GUILD, ADMIN, "conversion", 0.6)
+    await store.set_task_threshold(GUILD, ADMIN, "conversion", None)
+    config = await store.guild_config(GUILD)
+    assert config.task_thresholds == {"chat": 0.3}
+    assert config.routing_overrides().task_thresholds == {"chat": 0.3}
+    with pytest.raises(ValidationError):
+        await store.set_task_threshold(GUILD, ADMIN, "chat", 1.5)
+    await store.reset_guild_routes(GUILD, ADMIN)
+    assert (await store.guild_config(GUILD)).task_thresholds == {}

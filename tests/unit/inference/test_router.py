@@ -129,3 +129,50 @@ def test_completion_prefers_a_base_model_of_its_tier(policy, catalogue):
     assert router_for(policy, with_base, task="chat").route(Request("hi")).model == small
     untrusted = catalogue.with_models({"zz-base": base})
     assert router_for(policy, untrusted, task="completion").route(Request("x")).model == small
+
+
+class EmbeddingClassifier:
+    """Chat, small and easy, with an embedding per text given by hand."""
+
+    def __init__(self, vectors: dict[str, list[float]]) -> None:
+        self.vectors = vectors
+
+    def classify(self, request: Request) -> Classification:
+        import numpy as np
+
+        vector = np.asarray(self.vectors[request.text], dtype=np.float32)
+        return Classification(
+            task="chat", confidence=0.9, difficulty=0.1, prompt_tokens=5, embedding=vector / np.linalg.norm(vector)
+        )
+
+
+def test_a_servers_corrections_move_close_requests_and_nothing_else(policy, catalogue):
+    from inference.classifier.bank import ExampleBank
+
+    router = Router(
+        EmbeddingClassifier({"spam?": [1, 0, 0], "spam??": [0.98, 0.2, 0], "hello": [0, 1, 0], "code it": [0, 0, 1]}),
+        policy,
+        catalogue,
+    )
+    memory = ExampleBank(3)
+    memory.add([1.0, 0.0, 0.0], "classification", False)  # "Wrong task?": this was classification
+    memory.add([0.0, 0.0, 1.0], "chat", True)  # "Ask the larger model" on a chat request
+    close = router.route(Request("spam??"), memory=memory)
+    assert (close.task, close.tier) == ("classification", Tier.SMALL)
+    assert "as this server corrected a similar request, similarity 0.98" in close.reason
+    larger = router.route(Request("code it"), memory=memory)
+    assert (larger.task, larger.tier) == ("chat", Tier.LARGE)
+    assert "users here preferred the larger model" in larger.reason
+    # Far from every correction, without a memory, or with the task forced: the usual route.
+    assert router.route(Request("hello"), memory=memory).task == "chat"
+    assert router.route(Request("spam?")).task == "chat"
+    assert router.route(Request("spam?"), memory=memory, task="code").task == "code"
+
+
+def test_a_task_threshold_applies_to_that_task_only(policy, catalogue):
+    overrides = RoutingOverrides(task_thresholds={"chat": 0.3})
+    chat = router_for(policy, catalogue, task="chat", difficulty=0.4).route(Request("x"), overrides=overrides)
+    assert chat.tier is Tier.LARGE and "difficulty 0.40 >= 0.30" in chat.reason
+    other = router_for(policy, catalogue, task="conversion", difficulty=0.4).route(Request("x"), overrides=overrides)
+    assert other.tier is Tier.SMALL and "difficulty 0.40 < 0.50" in other.reason
+    assert policy.escalation.task_thresholds == {}  # the default policy is untouched

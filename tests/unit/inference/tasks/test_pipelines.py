@@ -134,7 +134,6 @@ def test_code_blocks_and_language_guesses() -> None:
         ("rag", "No documents are indexed on this server yet"),
         ("tool_use", "can't look things up or run tools"),
         ("agent", "multi-step"),
-        ("multimodal", "can't see images"),
     ],
 )
 def test_unfilled_tasks_say_honestly_what_they_cannot_do(task: str, words: str) -> None:
