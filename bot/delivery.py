@@ -61,6 +61,8 @@ class Ask:
     can_read: CanRead | None = None
     #: The user asked for the larger model ("Ask the larger model"): a small-tier route goes to the large tier.
     prefer_large: bool = False
+    #: Only the asker sees the answer (``/ask private``): nothing of it is kept where others could read it.
+    private: bool = False
 
 
 #: What a direct message gets when the operator turned DMs off (SWITCHBOARD_ALLOW_DMS=false).

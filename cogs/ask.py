@@ -79,6 +79,7 @@ class AskCog(commands.Cog):
                     task=task.value if task else None,  # type: ignore[arg-type]
                     role_ids=role_ids(interaction.user),
                     can_read=member_can_read(interaction.user, interaction.guild),
+                    private=private,
                 ),
             )
 

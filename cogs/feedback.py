@@ -42,9 +42,10 @@ class FeedbackCog(commands.Cog):
         self.delivery.feedback = None
 
     def view_for(self, ask: Ask, prepared: Prepared) -> discord.ui.View | None:
-        """The buttons for a delivered answer; None where the server or channel turned them off, or in DMs."""
+        """The buttons for a delivered answer; None where the server or channel turned them off, in DMs, and on a
+        private answer (a correction keeps the request's text where the server's admins can read it)."""
         config = prepared.scope.config
-        if ask.guild_id is None or not config.feedback_buttons_on(ask.channel_id):
+        if ask.guild_id is None or ask.private or not config.feedback_buttons_on(ask.channel_id):
             return None
         return FeedbackView(self, ask, prepared)
 

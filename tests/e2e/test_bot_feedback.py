@@ -30,9 +30,12 @@ def footer(content: str) -> str:
     return content.rsplit("\n-# ", 1)[-1]
 
 
-async def ask(switchboard: Harness, prompt: str, *, with_buttons: bool = True, **kw: Any) -> InteractionSummary:
+async def ask(
+    switchboard: Harness, prompt: str, *, with_buttons: bool = True, private: bool = False, **kw: Any
+) -> InteractionSummary:
     """/ask, until answered (and, ``with_buttons``, until the buttons are on the answer)."""
-    it = await switchboard.fake.send_interaction("ask", {"prompt": prompt}, **kw)
+    options: dict[str, Any] = {"prompt": prompt} | ({"private": True} if private else {})
+    it = await switchboard.fake.send_interaction("ask", options, **kw)
     summary = await switchboard.wait_answered(it)
     if with_buttons:
         summary = await switchboard.fake.wait_for_response(it, lambda s: s.original and buttons(s.original))
@@ -242,3 +245,12 @@ async def test_a_task_threshold_moves_that_task_alone_and_stats_suggest_it(switc
         assert footer(chat.content).startswith(f"chat · large · {LARGE}")
         other = await ask(switchboard, "translate good morning to german", with_buttons=False)
         assert footer(other.content).startswith(f"conversion · small · {SMALL}")
+
+
+async def test_a_private_answer_has_no_buttons(switchboard: Harness) -> None:
+    # A correction keeps the request's text for the server's admins: a private question never offers one.
+    async with switchboard.running():
+        private = await ask(switchboard, QUESTION, with_buttons=False, private=True)
+        assert private.ephemeral and private.original is not None and buttons(private.original) == {}
+        public = await ask(switchboard, QUESTION)
+        assert public.original is not None and buttons(public.original)
