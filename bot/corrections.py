@@ -40,6 +40,8 @@ Embed = Callable[[Request], "np.ndarray | None"]
 class _Memory:
     bank: ExampleBank | None
     built_at: float
+    #: Correction id -> its request's embedding: a rebuild embeds only corrections it has not seen.
+    vectors: dict[int, np.ndarray]
 
 
 class Corrections:
@@ -65,23 +67,23 @@ class Corrections:
             if cached is not None and self.clock() - cached.built_at < REFRESH_S:
                 return cached.bank
             rows = await self.store.corrections(guild_id, limit=MAX_PER_SERVER)
-            bank = await asyncio.to_thread(self._build, rows) if rows else None
-            self._memories[guild_id] = _Memory(bank, self.clock())
+            known = cached.vectors if cached is not None else {}
+            vectors = await asyncio.to_thread(self._embed_new, rows, known) if rows else {}
+            bank = _bank(rows, vectors)
+            self._memories[guild_id] = _Memory(bank, self.clock(), vectors)
             return bank
 
-    def _build(self, rows: list[Correction]) -> ExampleBank | None:
-        vectors, tasks, hard = [], [], []
+    def _embed_new(self, rows: list[Correction], known: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Each row's embedding: reused where already computed, else embedded now (off the event loop)."""
+        out: dict[int, np.ndarray] = {}
         for row in rows:
-            vector = self.embed(Request(text=row.text))
+            vector = known.get(row.id)
             if vector is None:
-                return None
-            task, large = example(row)
-            vectors.append(vector)
-            tasks.append(task)
-            hard.append(large)
-        bank = ExampleBank(len(vectors[0]))
-        bank.add_many(np.stack(vectors), tasks, hard)
-        return bank
+                vector = self.embed(Request(text=row.text))
+                if vector is None:  # a classifier without embeddings: no memory at all
+                    return {}
+            out[row.id] = vector
+        return out
 
     async def record(
         self,
@@ -106,16 +108,21 @@ class Corrections:
             task=task,
             channel_id=channel_id,
         )
-        self._memories.pop(guild_id, None)
+        self._stale(guild_id)
         log.info("server %s: %s correction #%s (%s -> %s)", guild_id, kind, correction.id, routed_task, task)
         return correction
 
     async def undo(self, guild_id: int, actor_id: int, correction_id: int) -> Correction:
         removed = await self.store.remove_correction(guild_id, actor_id, correction_id)
-        self._memories.pop(guild_id, None)
+        self._stale(guild_id)
         return removed
 
-    async def list(self, guild_id: int, limit: int = MAX_PER_SERVER) -> list[Correction]:
+    def _stale(self, guild_id: int) -> None:
+        """The next request rebuilds the server's memory (keeping the embeddings it already has)."""
+        if (cached := self._memories.get(guild_id)) is not None:
+            cached.built_at = -REFRESH_S
+
+    async def latest(self, guild_id: int, limit: int = MAX_PER_SERVER) -> list[Correction]:
         return await self.store.corrections(guild_id, limit=limit)
 
     async def export(self, guild_id: int) -> bytes:
@@ -126,6 +133,17 @@ class Corrections:
             task, large = example(row)
             lines.append(json.dumps({"text": row.text, "task": task, "hard": large}, ensure_ascii=False))
         return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def _bank(rows: list[Correction], vectors: dict[int, np.ndarray]) -> ExampleBank | None:
+    """The rows that have an embedding, as a bank (None when none has)."""
+    rows = [r for r in rows if r.id in vectors]
+    if not rows:
+        return None
+    labels = [example(r) for r in rows]
+    bank = ExampleBank(len(vectors[rows[0].id]))
+    bank.add_many(np.stack([vectors[r.id] for r in rows]), [t for t, _ in labels], [h for _, h in labels])
+    return bank
 
 
 def example(row: Correction) -> tuple[TaskId, bool]:

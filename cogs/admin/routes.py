@@ -97,7 +97,7 @@ class RouteCog(AdminBase):
     async def corrections_list(self, interaction: discord.Interaction) -> None:
         """Users' corrections of routes on this server, newest first."""
         assert interaction.guild_id is not None
-        rows = await self.memory.list(interaction.guild_id, limit=50)
+        rows = await self.memory.latest(interaction.guild_id, limit=50)
         if not rows:
             await self._reply(interaction, "No corrections yet: users correct routes with the buttons under answers.")
             return
