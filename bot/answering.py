@@ -19,11 +19,12 @@ from bot.corrections import Corrections
 from bot.keybox import KeyBox
 from bot.settings import Settings
 from bot.storage import CustomModel, GuildConfig, Store
-from bot.tools import ToolAnswer, ToolService
+from bot.tools import RequestContext, ToolAnswer, ToolService
 from inference import attachments as files_in
 from inference.attachments import Files
-from inference.catalogue import Catalogue, ModelSpec, OpenAIModel, RoutingOverrides, RoutingPolicy
+from inference.catalogue import Catalogue, ModelSpec, OpenAIModel, RoutingOverrides, RoutingPolicy, sees_images
 from inference.classifier.bank import ExampleBank
+from inference.serving.metrics import CUSTOM_MODEL, Metrics
 from inference.serving.service import Answer, Switchboard
 from inference.tasks.base import Framing, TaskPipeline, pipeline_for
 from inference.tasks.base import Prepared as TaskPrepared
@@ -108,6 +109,8 @@ class AnswerService:
         self.board = board
         self.store = store
         self.settings = settings
+        #: What operators see at ``/metrics`` (bot/observability.py): requests, latency, refusals, fallbacks.
+        self.metrics = Metrics()
         self.keybox = keybox
         #: Users' corrections of routes, per server ("Ask the larger model", "Wrong task?").
         self.corrections = corrections
@@ -232,6 +235,7 @@ class AnswerService:
         can_read: CanRead | None = None,
         images: Sequence[ImagePart] = (),
         notice: str | None = None,
+        asker: RequestContext | None = None,
     ) -> Prepared:
         """Build the messages and settings through the routed task's pipeline (history trimmed to the model's
         context, the framing and the new prompt kept) and the answer.
@@ -239,7 +243,8 @@ class AnswerService:
         ``system_prompt`` is the channel's own system prompt, if any: chat takes it as its persona, the other
         tasks put their instructions after it. The server's framing for the task (``/tasks``) applies.
         ``images`` go on the request's message (for a model that sees them: :meth:`plan_media`); ``notice`` is
-        said instead of running a model.
+        said instead of running a model. ``asker`` (who asked, where) binds the tools that need it (reminders,
+        polls) and their Confirm prompt to this request.
         """
         pipeline = pipeline_for(decision.task)
         framing = Framing.from_stored(scope.config.framing_for(decision.task))
@@ -247,7 +252,7 @@ class AnswerService:
         backend = await self.board.backend(decision.model, scope.catalogue, start=False)
         max_new = min(self.settings.max_new_tokens, scope.catalogue.get(decision.model).max_new_tokens)
         if decision.task == "tool_use" and notice is None and not images and self.tools is not None:
-            toolbox = self.tools.toolbox(guild_id, scope.config.disabled_tools)
+            toolbox = self.tools.toolbox(guild_id, scope.config.disabled_tools, asker)
             if len(toolbox):  # every tool disabled here: the task's honest notice below
                 kept, trimmed = list(history), 0
                 if history:  # the tools' descriptions take context too
@@ -287,8 +292,9 @@ class AnswerService:
             params=shaped.params,
             overrides=scope.overrides,
             catalogue=scope.catalogue,
-            # The other tier's model can't see the images: an answer from it would be a guess.
-            allow_fallback=not images,
+            # The other tier's model can't see the images: an answer from it would be a guess. Unless the routed
+            # model can't see them either: both then read the image-to-text model's descriptions instead.
+            allow_fallback=not images or not sees_images(scope.catalogue.get(decision.model)),
         )
         return Prepared(
             decision, answer, scope, trimmed, pipeline=pipeline, prompt=prompt, notice=shaped.notice, sources=sources
@@ -311,16 +317,20 @@ class AnswerService:
         return rag, citation_lines(hits)
 
     async def record(self, guild_id: int | None, user_id: int, prepared: Prepared, started: float, ok: bool) -> None:
+        answer = prepared.answer
+        elapsed = time.perf_counter() - started
+        label = CUSTOM_MODEL if answer.model in prepared.scope.catalogue.untrusted else None
+        outcome = "ok" if ok else "error"
+        self.metrics.observe(prepared.decision.task, prepared.decision.tier, answer, elapsed, outcome, model=label)
         if guild_id is None:
             return
-        answer = prepared.answer
         await self.store.record_request(
             guild_id=guild_id,
             user_id=user_id,
             task=prepared.decision.task,
             tier=answer.tier,
             model=answer.model,
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=elapsed * 1000,
             ok=ok,
             fallback=answer.fell_back,
         )

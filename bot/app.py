@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.answering import AnswerService
+from bot.confirm import Confirmations
 from bot.conversations import ConversationService
 from bot.corrections import Corrections
 from bot.delivery import Delivery
@@ -23,15 +24,19 @@ from bot.endpoints import EndpointService
 from bot.everyday import EverydayService
 from bot.keybox import KeyBox
 from bot.knowledge import KnowledgeService
+from bot.observability import OpsServer
 from bot.ratelimit import Limiter, limiter_for
+from bot.reminders import MakePoll, Remind, member_can_view
+from bot.scheduler import Scheduler, WallClock, default_owner, utc_now
 from bot.settings import Settings
 from bot.storage import Store
-from bot.tools import GuildInfo, ToolService, guild_info
+from bot.tools import GuildInfo, RequestContext, ToolService, guild_info
 from inference.serving.service import Switchboard
 
 if TYPE_CHECKING:
     from inference.knowledge.service import KnowledgeBase
     from inference.tools import ToolBox
+    from inference.tools.base import Confirm, Tool
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ EXTENSIONS = (
     "cogs.docs",
     "cogs.help",
     "cogs.feedback",
+    "cogs.reminders",
+    "cogs.agent",
 )
 
 
@@ -119,6 +126,7 @@ class SwitchboardBot(commands.AutoShardedBot):
         tools: ToolBox | None = None,
         shutdown_grace_s: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: WallClock = utc_now,
         **options: object,
     ) -> None:
         logging.getLogger("discord.gateway").addFilter(_FORM_FILTER)  # idempotent: one shared instance
@@ -156,7 +164,12 @@ class SwitchboardBot(commands.AutoShardedBot):
         self.corrections = Corrections(store, embed=board.embed, clock=clock)
         #: The tools a tool_use request may call, per server (bot/tools.py): built-ins, the operator's HTTP tools
         #: (config/tools.yaml, behind the endpoint guard) and server_info.
-        self.tools = ToolService(tools if tools is not None else _default_tools(settings, board), self._guild_info)
+        self.tools = ToolService(
+            tools if tools is not None else _default_tools(settings, board),
+            self._guild_info,
+            request_tools=self._request_tools,
+            confirm=self._request_confirm,
+        )
         self.answers = AnswerService(board, store, settings, self.keybox, knowledge, self.corrections, self.tools)
         self.delivery = Delivery(self.answers, self.limiter, settings, clock)
         self.conversations = ConversationService(store, board)
@@ -166,9 +179,60 @@ class SwitchboardBot(commands.AutoShardedBot):
         self.knowledge = (
             KnowledgeService(knowledge, max_file_bytes=settings.max_attachment_bytes) if knowledge is not None else None
         )
+        #: /health and /metrics for operators (bot/observability.py), when settings.metrics_port is set.
+        self.ops: OpsServer | None = None
         self._jobs: set[asyncio.Task[object]] = set()
         self.closing = False
         self._close_task: asyncio.Task[None] | None = None
+        #: Wall-clock UTC time for scheduled jobs (reminders); tests pass a manual one.
+        self.wall_clock = wall_clock
+        #: Jobs kept in the database (bot/scheduler.py); cogs register a handler per kind.
+        self.scheduler = Scheduler(
+            store,
+            wall_clock,
+            default_owner(),
+            poll_s=settings.scheduler_poll_s,
+            ready=self.wait_until_ready,  # a job fired before the gateway is up would find no channel
+            # A process running some shards fires only its servers' jobs (all shards: every job).
+            shards=(settings.shard_count, settings.shard_ids)
+            if settings.shard_ids is not None and settings.shard_count is not None
+            else None,
+        )
+        #: Confirm / Cancel prompts for actions that speak for the bot (bot/confirm.py).
+        self.confirmations = Confirmations(settings.confirm_timeout_s)
+
+    def messageable(self, channel_id: int | None) -> discord.abc.Messageable | None:
+        """A channel to post in by id: the cached one, else a partial one (posting needs no cache)."""
+        if channel_id is None:
+            return None
+        channel = self.get_channel(channel_id)
+        return channel if isinstance(channel, discord.abc.Messageable) else self.get_partial_messageable(channel_id)
+
+    def _request_tools(self, request: RequestContext) -> list[Tool]:
+        """``remind`` and ``poll``, bound to the channel the request came from (bot/reminders.py)."""
+        if request.channel_id is None:
+            return []
+        channel_id, guild_id = request.channel_id, request.guild_id
+
+        async def can_view(user_id: int) -> bool:  # someone else reminded must see the channel it is posted in
+            return await member_can_view(self.get_guild(guild_id) if guild_id else None, channel_id, user_id)
+
+        remind = Remind(
+            self.store,
+            self.wall_clock,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            user_id=request.user_id,
+            can_view=can_view,
+        )
+        return [remind, MakePoll(lambda: self.messageable(channel_id))]
+
+    def _request_confirm(self, request: RequestContext) -> Confirm | None:
+        """Confirm / Cancel for the request's calls that act, asked of its user in its channel."""
+        if request.channel_id is None:
+            return None
+        channel_id = request.channel_id
+        return self.confirmations.for_tools(lambda: self.messageable(channel_id), request.user_id)
 
     def _guild_info(self, guild_id: int) -> GuildInfo | None:
         guild = self.get_guild(guild_id)
@@ -180,8 +244,13 @@ class SwitchboardBot(commands.AutoShardedBot):
         return
 
     async def setup_hook(self) -> None:
+        if self.settings.metrics_port is not None:
+            self.ops = OpsServer(self)
+            await self.ops.start(self.settings.metrics_host, self.settings.metrics_port)
         for ext in EXTENSIONS:
             await self.load_extension(ext)
+        if self.settings.scheduler_poll_s > 0:  # 0: run only when asked (tests call scheduler.run_due())
+            self.scheduler.start()
         if self.shard_ids is not None and 0 not in self.shard_ids:
             return  # commands belong to the application, not a shard: the process running shard 0 syncs them
         if self.settings.dev_guild_id:
@@ -195,12 +264,14 @@ class SwitchboardBot(commands.AutoShardedBot):
     async def job(self) -> AsyncIterator[None]:
         """Mark the current task as an in-flight reply so shutdown lets it finish (within a grace period)."""
         task = asyncio.current_task()
-        if task is not None:
+        # Re-entrant: a job inside a job (a chat turn inside its message handler) ends with the outer one.
+        added = task is not None and task not in self._jobs
+        if added:
             self._jobs.add(task)  # type: ignore[arg-type]
         try:
             yield
         finally:
-            if task is not None:
+            if added:
                 self._jobs.discard(task)  # type: ignore[arg-type]
 
     async def close(self) -> None:
@@ -212,6 +283,9 @@ class SwitchboardBot(commands.AutoShardedBot):
         await asyncio.shield(self._close_task)
 
     async def _close(self) -> None:
+        # Running jobs get the same grace period as replies, at the same time (not one after the other).
+        scheduler = asyncio.ensure_future(self.scheduler.stop(self.shutdown_grace_s))
+        self.confirmations.cancel_all()  # an unanswered prompt is a no: the replies waiting on it can finish
         jobs = [t for t in self._jobs if not t.done()]
         if jobs:
             log.info("waiting up to %.0fs for %d in-flight replies", self.shutdown_grace_s, len(jobs))
@@ -220,6 +294,9 @@ class SwitchboardBot(commands.AutoShardedBot):
                 task.cancel()  # the reply handler says it was cut off
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        await scheduler
+        if self.ops is not None:
+            await self.ops.stop()
         await super().close()
 
 

@@ -21,7 +21,7 @@ from bot.ratelimit import Limiter
 from bot.replies import StreamingReply, Upload, footer
 from bot.settings import Settings
 from bot.storage import GuildConfig
-from bot.tools import ToolAnswer, tool_lines
+from bot.tools import RequestContext, ToolAnswer, tool_lines
 from inference.errors import InferenceError
 from inference.knowledge.base import CanRead
 from inference.tasks.base import Rendered
@@ -63,6 +63,9 @@ class Ask:
     prefer_large: bool = False
     #: Only the asker sees the answer (``/ask private``): nothing of it is kept where others could read it.
     private: bool = False
+    #: Where the answer appears when that is not ``channel_id`` (a thread, whose permissions and settings are its
+    #: parent channel's): a reminder or a Confirm prompt goes there, beside the answer.
+    reply_channel_id: int | None = None
 
 
 #: What a direct message gets when the operator turned DMs off (SWITCHBOARD_ALLOW_DMS=false).
@@ -127,9 +130,14 @@ class Delivery:
                 can_read=ask.can_read,
                 images=plan.images,
                 notice=plan.notice,
+                # The tools bound to this request (remind, poll) and their Confirm buttons: who asked, where.
+                asker=RequestContext(
+                    ask.guild_id, ask.reply_channel_id or ask.channel_id, ask.user_id, private=ask.private
+                ),
             )
             prepared.notes = (*files.notes, *plan.notes)
         except UserError as exc:
+            service.metrics.refusals.labels("invalid_request").inc()
             await target.refuse(str(exc))
             return None
         return await self._stream(target, ask, prepared, clock)
@@ -140,14 +148,17 @@ class Delivery:
         """The checks every request passes before any model runs: DMs allowed, the channel allowed, the input
         valid (each of ``texts``), the rate limit. None (after telling the user privately) when refused."""
         service = self.answers
+        reason = "dms_off"  # what /metrics counts the refusal as
         try:
             if ask.guild_id is None and not self.settings.allow_dms:
                 raise UserError(DMS_OFF)
             scope = await service.scope(ask.guild_id)
             config = scope.config
+            reason = "channel_not_allowed"
             if not config.channel_allowed(ask.channel_id):
                 raise UserError(wrong_channel_note(config))
             # Bad input is refused before it costs the user a request from their quota.
+            reason = "invalid_request"
             requests = [service.validate(text, attachments, config) for text in texts]
             # Direct messages too (key (None, user), default limits): they would otherwise be unlimited.
             # Roles an admin exempted (moderators, a support team) are never limited and use no bucket.
@@ -155,9 +166,11 @@ class Delivery:
             exempt = config.rate_limit_exempt(ask.role_ids)
             verdict = None if exempt else await self.limiter.acquire(key, rate, burst)
             if verdict is not None and not verdict.allowed:
+                reason = "rate_limited"
                 wait = max(1, math.ceil(verdict.retry_after))
                 raise UserError(f"You're sending requests too fast; try again in {wait} s.")
         except UserError as exc:
+            service.metrics.refusals.labels(reason).inc()
             await target.refuse(str(exc))
             return None
         return scope, requests

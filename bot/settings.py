@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     #: Keep rate-limit buckets in the database so several processes share them (always on with PostgreSQL).
     shared_rate_limits: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: Seconds between the scheduler's looks for due jobs (reminders, recurring goals); 0: no background loop.
+    scheduler_poll_s: float = Field(15.0, ge=0)
+    #: Seconds a Confirm / Cancel prompt waits before it counts as cancelled.
+    confirm_timeout_s: float = Field(120.0, gt=0)
+    #: Where the bot serves ``/health`` and ``/metrics`` (Prometheus) for operators; None: not served.
+    #: Loopback by default: the numbers say how busy each server is, which is nobody else's business.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     #: The dotenv file(s) this object read (``_env_file=None`` in tests: none), for :meth:`operator_env`.
     _env_files: Any = PrivateAttr(None)

@@ -7,6 +7,9 @@
   :func:`inference.tools.loop.run_with_tools`, so the one delivery path (rate limit, footer, record, re-answer
   buttons) serves tool use as any other request; afterwards it tells which tools ran.
 - :func:`tool_lines`: the short lines a reply shows for the calls (``-# 🔧 calculator(expression='37*91') → 3367``).
+- :class:`RequestContext`: the delivery path names the request (server, channel, user) when the toolbox is built,
+  so the tools bound to it (``remind``, ``poll``: bot/reminders.py) and the Confirm buttons (bot/confirm.py) for
+  calls that act know where and whom to ask. A :class:`BoundToolBox` carries that confirmation to the tool loop.
 
 No gateway objects here: the server's public information arrives as a plain :class:`GuildInfo`.
 """
@@ -20,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.reminders import POLL, REMIND, MakePoll, Remind
 from inference.serving.service import Answer
-from inference.tools.base import Tool, ToolBox, ToolError, ToolResult
+from inference.tools.base import Confirm, Tool, ToolBox, ToolError, ToolResult
 from inference.tools.loop import run_with_tools
 from inference.types import ChatMessage, GenerationParams, RouteDecision
 
@@ -79,35 +83,85 @@ class ServerInfo(Tool):
 
 
 #: What the Discord-bound tools say, for ``/tools list`` without a server at hand.
-DISCORD_TOOLS: dict[str, str] = {SERVER_INFO: ServerInfo.description}
+DISCORD_TOOLS: dict[str, str] = {
+    SERVER_INFO: ServerInfo.description,
+    REMIND: Remind.description,
+    POLL: MakePoll.description,
+}
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Who asked, and where: what the tools bound to one request (and its Confirm buttons) need."""
+
+    guild_id: int | None
+    channel_id: int | None
+    user_id: int
+    #: Only the asker sees the answer: no tool may post where others read it.
+    private: bool = False
+
+
+class BoundToolBox(ToolBox):
+    """A request's tools, with the Confirm prompt for its calls that act (None: such calls are refused)."""
+
+    def __init__(self, tools: Iterable[Tool] = (), confirm: Confirm | None = None) -> None:
+        super().__init__(tools)
+        self.confirm = confirm
+
+
+#: Builds the tools bound to one request (``remind``, ``poll``) or its confirmation prompt.
+RequestTools = Callable[[RequestContext], Iterable[Tool]]
+RequestConfirm = Callable[[RequestContext], Confirm | None]
 
 
 class ToolService:
     """The tools each server may use: the shared toolbox, the Discord-bound tools, minus the disabled ones."""
 
-    def __init__(self, base: ToolBox, guild_info: Callable[[int], GuildInfo | None] | None = None) -> None:
+    def __init__(
+        self,
+        base: ToolBox,
+        guild_info: Callable[[int], GuildInfo | None] | None = None,
+        *,
+        request_tools: RequestTools | None = None,
+        confirm: RequestConfirm | None = None,
+    ) -> None:
         self.base = base
         #: Reads a server's public information (the bot's cached guild); None: ``server_info`` is not offered.
         self.guild_info = guild_info
+        #: The tools bound to one request (:class:`RequestContext`): reminders, polls.
+        self.request_tools = request_tools
+        #: The current request's Confirm prompt for calls that act.
+        self.confirm = confirm
 
     @property
     def names(self) -> list[str]:
         """Every tool a server may enable, in the order ``/tools list`` shows them."""
-        extra = [name for name in DISCORD_TOOLS if name not in self.base] if self.guild_info is not None else []
-        return [*self.base.names, *extra]
+        offered = [SERVER_INFO] if self.guild_info is not None else []
+        offered += [REMIND, POLL] if self.request_tools is not None else []
+        return [*self.base.names, *(name for name in offered if name not in self.base)]
 
     def describe(self, name: str) -> str:
         tool = self.base.get(name)
         return tool.description if tool is not None else DISCORD_TOOLS.get(name, "")
 
-    def toolbox(self, guild_id: int | None, disabled: Iterable[str] = ()) -> ToolBox:
-        """The tools a request on ``guild_id`` (None: a direct message) may use."""
+    def toolbox(
+        self, guild_id: int | None, disabled: Iterable[str] = (), request: RequestContext | None = None
+    ) -> ToolBox:
+        """The tools a request on ``guild_id`` (None: a direct message) may use; with ``request`` (who asked where),
+        also the tools bound to it and the Confirm prompt for calls that act."""
         off = set(disabled)
         box = self.base.enabled(n for n in self.base.names if n not in off)
         if guild_id is not None and self.guild_info is not None and SERVER_INFO not in off and SERVER_INFO not in box:
             lookup = self.guild_info
             box.register(ServerInfo(lambda: lookup(guild_id)))
-        return box
+        if request is None or request.guild_id != guild_id:  # no request to bind them to: no bound tools
+            return box
+        bound = BoundToolBox(box, self.confirm(request) if self.confirm is not None else None)
+        if self.request_tools is not None and not request.private:
+            for tool in self.request_tools(request):
+                if tool.name not in off and tool.name not in bound:
+                    bound.register(tool)
+        return bound
 
 
 class ToolAnswer(Answer):
@@ -143,6 +197,15 @@ class ToolAnswer(Answer):
     def toolbox(self) -> ToolBox:
         return self._toolbox
 
+    @property
+    def had_effects(self) -> bool:
+        """Whether a call that changed something beyond the reply ran (a reminder stored, a poll created)."""
+        for result in self.results:
+            tool = self._toolbox.get(result.call.name)
+            if result.ok and tool is not None and (tool.acts or tool.side_effects):
+                return True
+        return False
+
     async def _run(self) -> AsyncIterator[str]:
         run = await run_with_tools(
             self._board,
@@ -157,6 +220,8 @@ class ToolAnswer(Answer):
             on_result=self.results.append,
             overrides=self._overrides,
             catalogue=self._catalogue,
+            # Calls that act (a poll, reminding someone else) run only if the asker presses Confirm.
+            confirm=self._toolbox.confirm if isinstance(self._toolbox, BoundToolBox) else None,
         )
         last = run.answer
         if last is not None:

@@ -73,6 +73,7 @@ class AskCog(commands.Cog):
                 Ask(
                     guild_id=interaction.guild_id,
                     channel_id=home_channel_id(interaction.channel, interaction.channel_id),
+                    reply_channel_id=interaction.channel_id,
                     user_id=interaction.user.id,
                     prompt=prompt,
                     attachments=[to_attachment(file)] if file else [],
@@ -86,6 +87,14 @@ class AskCog(commands.Cog):
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         """Mentions, replies to the bot's answers (the reply chain is the history) and direct messages."""
+        if self.bot.closing:
+            return  # shutting down: a new question is not started, only those in flight are finished
+        # From the first read on, shutdown waits for this (within its grace period) instead of closing the HTTP
+        # session under it.
+        async with self.bot.job():
+            await self._answer_message(message)
+
+    async def _answer_message(self, message: discord.Message) -> None:
         me = self.bot.user
         if me is None or not is_conversational(message):
             return  # bots (this one included: the gateway echoes our messages) and system messages
@@ -120,20 +129,20 @@ class AskCog(commands.Cog):
             guess = ["Send Messages in Threads" if isinstance(message.channel, discord.Thread) else "Send Messages"]
             await tell_privately(message.author, forbidden_note(exc, message.channel.id, guess))
             return
-        async with self.bot.job():
-            await self.delivery.deliver(
-                message_target(placeholder, message.channel),
-                Ask(
-                    guild_id=message.guild.id if message.guild is not None else None,
-                    channel_id=channel_id,
-                    user_id=message.author.id,
-                    prompt=prompt,
-                    attachments=[to_attachment(a) for a in message.attachments],
-                    history=history,
-                    role_ids=role_ids(message.author),
-                    can_read=member_can_read(message.author, message.guild),
-                ),
-            )
+        await self.delivery.deliver(
+            message_target(placeholder, message.channel),
+            Ask(
+                guild_id=message.guild.id if message.guild is not None else None,
+                channel_id=channel_id,
+                reply_channel_id=message.channel.id,
+                user_id=message.author.id,
+                prompt=prompt,
+                attachments=[to_attachment(a) for a in message.attachments],
+                history=history,
+                role_ids=role_ids(message.author),
+                can_read=member_can_read(message.author, message.guild),
+            ),
+        )
 
 
 async def setup(bot: SwitchboardBot) -> None:

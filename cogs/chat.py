@@ -135,16 +135,18 @@ class ChatCog(commands.GroupCog, group_name="chat"):
     async def on_message(self, message: discord.Message) -> None:
         # Never answer bots (this one included: the gateway echoes our own messages back) nor system
         # messages (pins, joins, renames of the thread).
-        if not is_conversational(message) or not isinstance(message.channel, discord.Thread):
+        if not is_conversational(message) or not isinstance(message.channel, discord.Thread) or self.bot.closing:
             return
-        if await self.conversations.open(message.channel.id) is None:
-            return
-        guild = message.channel.guild
-        missing = missing_permissions(message.channel.permissions_for(guild.me), in_thread=True, reply=True)
-        if missing:
-            await tell_privately(message.author, permission_note(message.channel.id, missing))
-            return
-        await self._answer(message.channel, message.author, message.content, message.attachments, reply_to=message)
+        # From the first read on, shutdown waits for this turn rather than closing the HTTP session under it.
+        async with self.bot.job():
+            if await self.conversations.open(message.channel.id) is None:
+                return
+            guild = message.channel.guild
+            missing = missing_permissions(message.channel.permissions_for(guild.me), in_thread=True, reply=True)
+            if missing:
+                await tell_privately(message.author, permission_note(message.channel.id, missing))
+                return
+            await self._answer(message.channel, message.author, message.content, message.attachments, reply_to=message)
 
     @commands.Cog.listener()
     async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
@@ -184,6 +186,7 @@ class ChatCog(commands.GroupCog, group_name="chat"):
                 Ask(
                     guild_id=conversation.guild_id,
                     channel_id=conversation.channel_id,
+                    reply_channel_id=thread.id,
                     user_id=user.id,
                     prompt=prompt,
                     attachments=[to_attachment(a) for a in attachments],

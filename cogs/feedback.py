@@ -19,6 +19,7 @@ from bot.app import SwitchboardBot
 from bot.corrections import Corrections
 from bot.delivery import Ask, Delivery
 from bot.replies import SAFE_MENTIONS
+from bot.tools import ToolAnswer
 from cogs._targets import component_target
 from inference.types import TASK_LABELS, TASKS, TaskId, Tier
 
@@ -47,6 +48,8 @@ class FeedbackCog(commands.Cog):
         config = prepared.scope.config
         if ask.guild_id is None or ask.private or not config.feedback_buttons_on(ask.channel_id):
             return None
+        if isinstance(prepared.answer, ToolAnswer) and prepared.answer.had_effects:
+            return None  # answering again would run the reminder or poll a second time
         return FeedbackView(self, ask, prepared)
 
     async def reanswer(

@@ -91,6 +91,25 @@ def model_dir(source: str, cache_dir: Path | None = None) -> str:
     return source  # a hub id: transformers downloads it where a hub is reachable
 
 
+def hub_cache(cache_dir: Path) -> Path:
+    """Where ``models prepare`` downloads hub models (the hub's own cache layout, inside ours)."""
+    return cache_dir / "hub"
+
+
+def hub_snapshot(repo_id: str, cache_dir: Path, revision: str | None = None) -> Path | None:
+    """The downloaded copy of ``repo_id`` in the cache, or None: never touches the network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        path = Path(
+            snapshot_download(repo_id, revision=revision, cache_dir=hub_cache(cache_dir), local_files_only=True)
+        )
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    return path if (path / "config.json").exists() else None
+
+
 # --- ONNX exports ---------------------------------------------------------------------------------------
 
 MARKER = "switchboard-export.json"

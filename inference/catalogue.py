@@ -90,7 +90,7 @@ class OnnxModel(_ModelBase):
     source: str
     #: genai = onnxruntime-genai (C++ generation loop); optimum = optimum's ORTModelForCausalLM.
     runtime: Literal["genai", "optimum"] = "genai"
-    precision: Literal["fp32", "fp16", "int8", "int4"] = "fp32"
+    precision: Literal["fp32", "fp16", "int8", "int4", "int4-exact"] = "fp32"
     #: ONNX Runtime execution providers in order of preference.
     providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
     revision: str | None = None
@@ -101,12 +101,22 @@ class OnnxModel(_ModelBase):
 class TransformersModel(_ModelBase):
     kind: Literal["transformers"] = "transformers"
     source: str
+    #: A larger hub model to run instead of ``source`` once ``models prepare`` has downloaded it (where a model
+    #: hub is reachable); until then, or offline, ``source`` stands in and the start-up log says so.
+    prefer: str | None = None
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     revision: str | None = None
     trust_remote_code: bool = False
 
     _check_source = field_validator("source")(classmethod(lambda cls, v: validate_source(v)))
+
+    @field_validator("prefer")
+    @classmethod
+    def _hub_id(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", v):
+            raise ValueError("must be a model hub id such as HuggingFaceTB/SmolLM2-1.7B-Instruct")
+        return v
 
 
 class OpenAIModel(_ModelBase):
@@ -142,7 +152,44 @@ class OpenAIModel(_ModelBase):
         return v
 
 
-ModelSpec = Annotated[OnnxModel | TransformersModel | OpenAIModel, Field(discriminator="kind")]
+class ImageToTextModel(_ModelBase):
+    """A local image-to-text model (an encoder-decoder captioner such as ViT + GPT-2) exported to ONNX by
+    ``models prepare`` and run by ONNX Runtime through optimum (inference.backends.vision). It answers no
+    request itself: where no chat model sees images, it describes a request's images for the text model."""
+
+    kind: Literal["onnx-vision"] = "onnx-vision"
+    #: A local directory (works offline) or a hub id (downloaded by ``models prepare`` where a hub is reachable).
+    source: str
+    tier: Tier = Tier.SMALL
+    #: A caption is a sentence: a short limit keeps a runaway decoder cheap.
+    max_new_tokens: int = Field(40, ge=1)
+    precision: Literal["fp32"] = "fp32"
+    #: ONNX Runtime execution providers in order of preference.
+    providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    revision: str | None = None
+    modalities: tuple[Literal["text", "image", "audio", "video"], ...] = ("image",)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if v.startswith("packaged:"):
+            raise ValueError("must be a local directory or a hub id of an image-to-text model (no packaged one)")
+        return validate_source(v)
+
+    @field_validator("modalities")
+    @classmethod
+    def _image_only(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if tuple(v) != ("image",):
+            raise ValueError("an image-to-text model reads images only: leave modalities out or write [image]")
+        return v
+
+
+ModelSpec = Annotated[OnnxModel | TransformersModel | OpenAIModel | ImageToTextModel, Field(discriminator="kind")]
+
+
+def sees_images(spec: ModelSpec) -> bool:
+    """Whether a chat model answers with the images in front of it (an image-to-text model only describes them)."""
+    return spec.reads("image") and not isinstance(spec, ImageToTextModel)
 
 
 class Catalogue(_Strict):
@@ -216,6 +263,11 @@ class RoutingPolicy(_Strict):
             if name not in catalogue.models:
                 raise ConfigError(
                     f"routing {where}: unknown model {name!r}; known: {', '.join(sorted(catalogue.models))}"
+                )
+            if isinstance(catalogue.models[name], ImageToTextModel):
+                raise ConfigError(
+                    f"routing {where}: {name!r} is an image-to-text model: it describes images for the text "
+                    "models and cannot answer requests itself"
                 )
 
 

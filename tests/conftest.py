@@ -56,7 +56,8 @@ def prepared_models(prepared_classifier: Path) -> Path:
         return default_cache_dir()
     from inference.build.prepare import prepare_all
 
-    prepare_all(catalogue, TEST_CACHE, show_progress=False)
+    # No multi-GB downloads of preferred hub models from a test run, even where a hub is reachable.
+    prepare_all(catalogue, TEST_CACHE, show_progress=False, download=False)
     return TEST_CACHE
 
 

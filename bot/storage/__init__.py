@@ -20,8 +20,19 @@ from bot.storage.schema import (
     rate_buckets,
     request_log,
     route_corrections,
+    scheduled_jobs,
 )
-from bot.storage.store import AuditEntry, Conversation, Correction, CustomModel, Role, Stats, Store, StoredMessage
+from bot.storage.store import (
+    AuditEntry,
+    Conversation,
+    Correction,
+    CustomModel,
+    Job,
+    Role,
+    Stats,
+    Store,
+    StoredMessage,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -32,6 +43,7 @@ __all__ = [
     "Correction",
     "CustomModel",
     "GuildConfig",
+    "Job",
     "NotFound",
     "Role",
     "Stats",
@@ -52,4 +64,5 @@ __all__ = [
     "request_log",
     "route_corrections",
     "run_migrations",
+    "scheduled_jobs",
 ]

@@ -15,6 +15,9 @@
   classifier for similar requests there (bot/corrections.py) until an admin undoes them.
 * ``rate_buckets``    users' token buckets when several processes share them (bot/ratelimit.py
   ``StoreRateLimiter``); ``updated`` is wall-clock seconds since the epoch, which every process agrees on.
+* ``scheduled_jobs``  reminders, recurring agent goals and other timed work (bot/scheduler.py). A process claims a
+  due job with a conditional UPDATE on ``runs`` (a version counter), so two processes on one database never
+  both fire it; the same UPDATE moves a recurring job to its next slot or marks a one-shot job ``done``.
 
 A new table goes here, with a migration next to the others (see :mod:`bot.storage.engine`); a test fails
 while the tables here and the migrations disagree.
@@ -177,4 +180,26 @@ rate_buckets = Table(
     # The rate and size last used, so a sweep can tell a bucket that has refilled (and can be forgotten).
     Column("per_second", Float, nullable=False),
     Column("burst", Float, nullable=False),
+)
+
+scheduled_jobs = Table(
+    "scheduled_jobs",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("guild_id", BigInteger, nullable=True),  # None: a direct message
+    Column("channel_id", BigInteger, nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("next_run_at", UTCDateTime, nullable=False),
+    Column("interval_s", Integer, nullable=True),  # None: runs once
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("cancelled", Boolean, nullable=False),
+    Column("done", Boolean, nullable=False),
+    #: Times claimed: the version a claim's conditional UPDATE checks.
+    Column("runs", Integer, nullable=False),
+    Column("claimed_by", String(100), nullable=True),
+    Column("claimed_at", UTCDateTime, nullable=True),
+    Index(None, "next_run_at"),
+    Index(None, "guild_id", "user_id"),
 )

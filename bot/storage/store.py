@@ -11,13 +11,13 @@ import asyncio
 import logging
 import statistics
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Self
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -33,6 +33,7 @@ from bot.storage.schema import (
     messages,
     request_log,
     route_corrections,
+    scheduled_jobs,
 )
 from inference.catalogue import OpenAIModel
 from inference.types import ChatMessage, TaskId, Tier
@@ -131,6 +132,46 @@ class Correction:
     at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A scheduled job (bot/scheduler.py): ``kind`` names its handler, ``payload`` its data (JSON).
+
+    ``interval_s`` None: runs once (``done`` after its one claim); else every ``interval_s`` seconds from
+    ``next_run_at``. A job returned by :meth:`Store.claim_due_jobs` carries ``due_at``, the slot it fires for.
+    """
+
+    id: int
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    kind: str
+    payload: dict[str, Any]
+    next_run_at: datetime
+    interval_s: int | None
+    created_at: datetime
+    cancelled: bool = False
+    done: bool = False
+    runs: int = 0
+    claimed_by: str | None = None
+    claimed_at: datetime | None = None
+    due_at: datetime | None = None
+
+    @property
+    def recurring(self) -> bool:
+        return self.interval_s is not None
+
+
+#: Longest job kind (a handler's name) and claimer name.
+_JOB_KIND_CHARS, _JOB_OWNER_CHARS = 32, 100
+
+
+def _next_slot(due: datetime, interval_s: int, now: datetime) -> datetime:
+    """The first slot after ``now`` on ``due``'s grid: missed slots (the bot was down) are skipped, not replayed."""
+    step = timedelta(seconds=interval_s)
+    missed = int((now - due) / step) + 1 if now >= due else 1
+    return due + missed * step
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -156,6 +197,11 @@ class Store:
     @property
     def engine(self) -> AsyncEngine:
         return self._engine
+
+    async def ping(self) -> None:
+        """One round trip to the database (the health endpoint's check); raises when it can't be reached."""
+        async with self._engine.connect() as conn:
+            await conn.execute(select(1))
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -528,6 +574,142 @@ class Store:
             asked = {t: n for t, n in (await conn.execute(larger)).all()}
         return {t: (counts.get(t, 0), asked.get(t, 0)) for t in sorted(set(counts) | set(asked))}
 
+    # scheduled jobs
+
+    async def add_job(
+        self,
+        *,
+        guild_id: int | None,
+        channel_id: int,
+        user_id: int,
+        kind: str,
+        payload: dict[str, Any],
+        run_at: datetime,
+        interval_s: int | None,
+    ) -> Job:
+        """Schedule ``kind`` to run at ``run_at`` (aware), then every ``interval_s`` seconds if given."""
+        if not 0 < len(kind) <= _JOB_KIND_CHARS:
+            raise ValueError(f"job kind must be 1 to {_JOB_KIND_CHARS} characters")
+        if run_at.tzinfo is None:
+            raise ValueError("run_at must be timezone-aware")
+        if interval_s is not None and interval_s < 1:
+            raise ValueError("interval_s must be at least 1 second (or None: once)")
+        row: dict[str, Any] = dict(guild_id=guild_id, channel_id=channel_id, user_id=user_id, kind=kind)
+        row |= dict(payload=payload, next_run_at=run_at.astimezone(UTC), interval_s=interval_s)
+        row |= dict(created_at=self._now(), cancelled=False, done=False, runs=0)
+        async with self._write.begin() as conn:
+            job_id = (
+                await conn.execute(scheduled_jobs.insert().values(**row).returning(scheduled_jobs.c.id))
+            ).scalar_one()
+        return Job(id=int(job_id), **row)
+
+    async def get_job(self, job_id: int) -> Job | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(scheduled_jobs).where(scheduled_jobs.c.id == job_id))).mappings().first()
+        return None if row is None else Job(**dict(row))
+
+    async def jobs(
+        self, guild_id: int | None, *, kind: str | None = None, user_id: int | None = None, or_target: bool = False
+    ) -> list[Job]:
+        """A server's (None: direct messages') pending jobs, soonest first: neither cancelled nor done.
+
+        ``user_id``: only that user's; with ``or_target``, also those whose payload's ``target_user_id`` is them
+        (reminders someone else set for them)."""
+        c = scheduled_jobs.c
+        where = (c.guild_id.is_(None) if guild_id is None else c.guild_id == guild_id) & ~c.cancelled & ~c.done
+        if kind is not None:
+            where &= c.kind == kind
+        if user_id is not None:
+            where &= _mine(user_id, or_target)
+        query = select(scheduled_jobs).where(where).order_by(c.next_run_at, c.id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [Job(**dict(r)) for r in rows]
+
+    async def cancel_job(
+        self,
+        guild_id: int | None,
+        actor_id: int,
+        job_id: int,
+        *,
+        kind: str | None = None,
+        any_user: bool = False,
+        or_target: bool = False,
+    ) -> Job:
+        """Cancel a pending job of ``actor_id`` (``any_user``: anyone's, for an admin; ``or_target``: also one whose
+        payload's ``target_user_id`` is the actor) of ``kind`` (None: any) on this server, in one guarded
+        statement; NotFound when there is no such pending job. Audited on a server."""
+        c = scheduled_jobs.c
+        where = (c.id == job_id) & (c.guild_id.is_(None) if guild_id is None else c.guild_id == guild_id)
+        where &= ~c.cancelled & ~c.done
+        if kind is not None:
+            where &= c.kind == kind
+        if not any_user:
+            where &= _mine(actor_id, or_target)
+        async with self._write.begin() as conn:
+            row = (await conn.execute(select(scheduled_jobs).where(where))).mappings().first()
+            if (
+                row is None
+                or (await conn.execute(scheduled_jobs.update().where(where).values(cancelled=True))).rowcount != 1
+            ):
+                raise NotFound(f"you have no pending job #{job_id} here")
+            if guild_id is not None:
+                details = {"id": job_id, "kind": row["kind"], "user_id": row["user_id"]}
+                await self._audit(conn, guild_id, actor_id, "job.cancel", details)
+        return Job(**{**dict(row), "cancelled": True})
+
+    async def claim_due_jobs(
+        self,
+        now: datetime,
+        owner: str,
+        limit: int = 20,
+        *,
+        kinds: Collection[str] | None = None,
+        shards: tuple[int, Collection[int]] | None = None,
+    ) -> list[Job]:
+        """Claim up to ``limit`` jobs due at ``now`` for ``owner``; each job is claimed by one caller only.
+
+        Each claim is one conditional UPDATE (``WHERE id = ? AND runs = <read>``): of several processes on one
+        database, exactly one sees a row changed, the others skip the job. The same statement marks a one-shot
+        job done, or moves a recurring one to its next slot after ``now``. A job is fired at most once per slot:
+        a process that dies after claiming loses that run (a reminder is better missed than repeated).
+        ``kinds``: only jobs this process has handlers for (None: any). ``shards``: ``(shard_count, shard_ids)``
+        of a process running only some shards: only jobs of the servers on them (Discord's
+        ``(guild_id >> 22) % shard_count``; direct messages are shard 0), so each process fires its own.
+        A database error after some claims stops claiming and returns those (they are already marked claimed).
+        """
+        now = now.astimezone(UTC)
+        c = scheduled_jobs.c
+        where = (c.next_run_at <= now) & ~c.cancelled & ~c.done
+        if kinds is not None:
+            if not kinds:
+                return []
+            where &= c.kind.in_(list(kinds))
+        if shards is not None:
+            count, ids = shards
+            # guild_id >> 22 as integer division: the same SQL on SQLite and PostgreSQL.
+            where &= ((func.coalesce(c.guild_id, 0) // (1 << 22)) % count).in_(sorted(ids))
+        query = select(scheduled_jobs).where(where).order_by(c.next_run_at, c.id).limit(limit)
+        async with self._engine.connect() as conn:
+            due = [Job(**dict(r)) for r in (await conn.execute(query)).mappings().all()]
+        claimed: list[Job] = []
+        owner = owner[:_JOB_OWNER_CHARS]
+        for job in due:
+            once = job.interval_s is None
+            nxt = job.next_run_at if once else _next_slot(job.next_run_at, job.interval_s or 0, now)
+            values = dict(next_run_at=nxt, done=once, runs=job.runs + 1, claimed_by=owner, claimed_at=now)
+            guard = (c.id == job.id) & (c.runs == job.runs) & ~c.cancelled & ~c.done
+            try:
+                async with self._write.begin() as conn:
+                    if (await conn.execute(scheduled_jobs.update().where(guard).values(**values))).rowcount != 1:
+                        continue  # another process claimed (or someone cancelled) it in between
+            except Exception:
+                # Those claimed so far are marked in the database: returning them is the only way they run.
+                log.exception("claiming job #%s failed; %d claimed jobs returned, the rest wait", job.id, len(claimed))
+                break
+            claimed.append(Job(**{**_job_fields(job), **values, "due_at": job.next_run_at}))
+        return claimed
+
     # audit log
 
     async def audit(self, guild_id: int, limit: int = 25) -> list[AuditEntry]:
@@ -550,3 +732,14 @@ def _insert_if_absent(conn: AsyncConnection, **row: Any) -> Any:
 
         return sqlite_insert(guild_settings).values(**row).on_conflict_do_nothing()
     return None
+
+
+def _mine(user_id: int, or_target: bool) -> ColumnElement[bool]:
+    """Jobs ``user_id`` set (``or_target``: or whose payload names them as ``target_user_id``)."""
+    c = scheduled_jobs.c
+    own: ColumnElement[bool] = c.user_id == user_id
+    return own | (c.payload["target_user_id"].as_integer() == user_id) if or_target else own
+
+
+def _job_fields(job: Job) -> dict[str, Any]:
+    return {f: getattr(job, f) for f in Job.__dataclass_fields__}

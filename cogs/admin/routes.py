@@ -15,6 +15,7 @@ from bot.storage import NotFound, Store
 from cogs._autocomplete import route_model
 from cogs._common import TASK_CHOICES
 from cogs.admin.base import AdminBase, admin_group
+from inference.catalogue import ImageToTextModel
 from inference.types import TASK_LABELS, TASKS, Tier
 
 
@@ -61,6 +62,13 @@ class RouteCog(AdminBase):
             await self._reply(
                 interaction,
                 f"Unknown model `{model}`. Valid models: {', '.join(sorted(scope.catalogue.models))}",
+            )
+            return
+        if isinstance(scope.catalogue.get(model), ImageToTextModel):
+            await self._reply(
+                interaction,
+                f"Not changed: **{model}** is an image-to-text model: it describes images for the text models "
+                "and cannot answer requests itself. Choose a chat model.",
             )
             return
         # The router only uses a task's model on that model's tier: say so rather than store a no-op.

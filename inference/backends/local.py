@@ -2,7 +2,8 @@
 
 Subclasses load a model and a transformers tokenizer (``_load``) and turn a prompt into generated
 token ids (``_token_ids``); this class does the rest the same way for both: one generation at a time
-per model, prompt budget, chat template, incremental decoding, stop strings, cancellation.
+per model (unless the subclass batches, see ``_exclusive``), prompt budget, chat template,
+incremental decoding, stop strings, cancellation.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class LocalBackend(Backend):
         )  # fmt: skip
         return [processor]
 
+    def _exclusive(self, params: GenerationParams) -> bool:
+        """Whether this request needs the model to itself (the per-model lock); batched backends say no."""
+        return True
+
     @abc.abstractmethod
     def _load(self) -> None:
         """Set ``_model``, ``_tokenizer`` and ``_eos_ids``; raise BackendUnavailable when impossible."""
@@ -92,8 +97,10 @@ class LocalBackend(Backend):
         max_prompt, max_new = budget(self.context_window, params)
         stats = self.last_run = GenerationStats()
 
+        exclusive = self._exclusive(params)
+
         def make(stop: threading.Event) -> Generator[str, None, None]:
-            if not acquire_or_stop(self._lock, stop):
+            if exclusive and not acquire_or_stop(self._lock, stop):
                 stats.finish_reason = "cancelled"
                 return
             try:
@@ -106,7 +113,8 @@ class LocalBackend(Backend):
             except Exception as exc:  # runtime errors (ORT, genai, CUDA out of memory) carry no useful type
                 raise BackendUnavailable(f"{self.name}: generation failed: {exc}", backend=self.name) from exc
             finally:
-                self._lock.release()
+                if exclusive:
+                    self._lock.release()
 
         pieces = iterate_in_thread(make)
         try:

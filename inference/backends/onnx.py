@@ -8,10 +8,15 @@ Two runtimes, picked by the catalogue's ``runtime``:
 
 Both encode and decode with the transformers tokenizer saved beside the export: onnxruntime-genai's
 own tokenizer mis-decodes the GGUF-derived SmolLM2 tokenizer.
+
+On genai, concurrent requests are decoded together (``inference.backends.batching``), up to the model's
+``limits.max_concurrency`` at once; guided-decoding requests, which mask the logits of every step, run
+one at a time beside the batch. The optimum runtime stays one request at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.artifacts import TOKENIZER_DIR, export_dir, is_complete
+from inference.backends.batching import BatchJob, EngineBatcher
 from inference.backends.chat_template import eos_token_ids
 from inference.backends.guidance import GenaiGuide, guidance_matcher
 from inference.backends.local import LocalBackend
@@ -51,6 +57,8 @@ class OnnxBackend(LocalBackend):
         self.export_path = export_dir(spec, cache_dir)
         self._provider = "not started"
         self._genai_vocab = 0
+        #: Serves unguided genai requests in batches (None on optimum, and before the model is loaded).
+        self.batcher: EngineBatcher | None = None
 
     @property
     def provider(self) -> str:
@@ -81,6 +89,7 @@ class OnnxBackend(LocalBackend):
             if spec.runtime == "genai":
                 self._model, self._provider = self._load_genai()
                 self._genai_vocab = _genai_vocab_size(self.export_path, len(tokenizer))
+                self.batcher = self._new_batcher(self._model)
             else:
                 self._model, self._provider = self._load_optimum()
         except InferenceError:
@@ -119,6 +128,27 @@ class OnnxBackend(LocalBackend):
                 log.warning("%s: onnxruntime-genai could not start on %s: %s", self.name, name, exc)
         raise BackendUnavailable(f"{self.name}: no usable execution provider", backend=self.name)
 
+    def _new_batcher(self, model: Any) -> EngineBatcher:
+        import numpy as np
+        import onnxruntime_genai as og
+
+        def new_request(job: BatchJob) -> Any:
+            params = og.GeneratorParams(model)
+            params.set_search_options(**job.options)
+            request = og.Request(params)
+            request.add_tokens(np.asarray(job.prompt, dtype=np.int32))
+            return request
+
+        return EngineBatcher(
+            self.name, lambda: og.Engine(model), new_request, max_batch=self.spec.limits.max_concurrency
+        )
+
+    async def aclose(self) -> None:
+        batcher, self.batcher = self.batcher, None
+        if batcher is not None:
+            await asyncio.to_thread(batcher.close)  # waits for the worker's current step
+        await super().aclose()
+
     def _load_optimum(self) -> tuple[Any, str]:
         import onnxruntime as ort
         from optimum.onnxruntime import ORTModelForCausalLM
@@ -136,9 +166,22 @@ class OnnxBackend(LocalBackend):
 
     # -- generation ------------------------------------------------------------------------------------
 
+    def _batched(self, params: GenerationParams) -> EngineBatcher | None:
+        """The batcher for this request; None for guided decoding, and once batching has failed here."""
+        batcher = self.batcher
+        return batcher if batcher is not None and batcher.broken is None and params.constraint is None else None
+
+    def _exclusive(self, params: GenerationParams) -> bool:
+        return self._batched(params) is None
+
     def _token_ids(
         self, prompt: list[int], params: GenerationParams, max_new_tokens: int, stop: threading.Event
     ) -> Iterator[int]:
+        batcher = self._batched(params)
+        if batcher is not None:
+            eos = min(self._eos_ids) if self._eos_ids else None
+            options = search_options(len(prompt), params, max_new_tokens)
+            return batcher.submit(BatchJob(prompt, max_new_tokens, options, eos)).tokens(stop)
         if self.spec.runtime == "genai":
             guide = None
             if params.constraint is not None:
@@ -174,16 +217,7 @@ def genai_token_ids(
     import onnxruntime_genai as og
 
     gen_params = og.GeneratorParams(model)
-    sample = params.temperature > 0
-    options: dict[str, Any] = {
-        # max_length counts the prompt too; keeping it tight also keeps the preallocated KV cache
-        # (past_present_share_buffer) small instead of the model's full context length.
-        "max_length": len(input_ids) + max_new_tokens,
-        "do_sample": sample,
-    }
-    if sample:
-        options.update(temperature=params.temperature, top_p=params.top_p, top_k=50)
-    gen_params.set_search_options(**options)
+    gen_params.set_search_options(**search_options(len(input_ids), params, max_new_tokens))
     generator = og.Generator(model, gen_params)
     try:
         if stop.is_set():
@@ -203,6 +237,20 @@ def genai_token_ids(
                 guide.consume(token)
     finally:
         del generator  # frees the KV cache now rather than at the next collection
+
+
+def search_options(prompt_len: int, params: GenerationParams, max_new_tokens: int) -> dict[str, Any]:
+    """onnxruntime-genai search options for one request (the same batched or alone)."""
+    sample = params.temperature > 0
+    options: dict[str, Any] = {
+        # max_length counts the prompt too; keeping it tight also keeps the preallocated KV cache
+        # (past_present_share_buffer) small instead of the model's full context length.
+        "max_length": prompt_len + max_new_tokens,
+        "do_sample": sample,
+    }
+    if sample:
+        options.update(temperature=params.temperature, top_p=params.top_p, top_k=50)
+    return options
 
 
 def _genai_vocab_size(export: Path, fallback: int) -> int:

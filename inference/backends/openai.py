@@ -50,6 +50,10 @@ _RESERVED = frozenset({"messages", "prompt", "stream", GUIDED_DECODING_OPT_IN})
 _UNSUPPORTED_STATUSES = frozenset({400, 404, 405, 422, 501})
 
 
+class _EmptyStream(BackendUnavailable):
+    """A 200 whose event stream ended before any chunk: nothing was said, so asking again costs nothing."""
+
+
 class OpenAIBackend(Backend):
     """POST ``{base_url}/chat/completions``, streamed (SSE) or not.
 
@@ -83,6 +87,9 @@ class OpenAIBackend(Backend):
         #: Learnt from the server: it refused ``response_format`` / has no ``/completions`` (we stop asking).
         self._response_format_refused = False
         self._completions_missing = False
+        #: The server answers a streamed request with tools by an empty stream (llama-cpp-python's server can't
+        #: stream an automatic tool choice): such requests are sent unstreamed from then on.
+        self._tools_unstreamed = False
 
     def __repr__(self) -> str:
         # The key's variable name is fine to show; the key itself never is.
@@ -238,6 +245,11 @@ class OpenAIBackend(Backend):
                 async for piece in self._post(messages, params, sink, raw=raw, tool_calls=tool_calls):
                     yield piece
                 return
+            except _EmptyStream:
+                if not params.tools or self._tools_unstreamed or not self._stream:
+                    raise
+                log.info("%s streamed nothing for a request with tools; asking without streaming", self.name)
+                self._tools_unstreamed = True
             except InferenceError as exc:
                 if exc.status not in _UNSUPPORTED_STATUSES:
                     raise
@@ -260,7 +272,7 @@ class OpenAIBackend(Backend):
         tool_calls: list[ToolCall] | None = None,
     ) -> AsyncIterator[str]:
         self._check_url()  # IP literals never reach the guarded resolver: check them on every request
-        stream = self._stream
+        stream = self._stream and not (params.tools and self._tools_unstreamed)
         body = self._body(messages, params, stream, raw=raw)
         headers = self._headers(accept="text/event-stream" if stream else "application/json")
         url = f"{self._base_url}/{'completions' if raw else 'chat/completions'}"
@@ -367,9 +379,10 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 async def _sse_pieces(
     resp: aiohttp.ClientResponse, logprobs: list[TokenLogprob], tool_calls: list[ToolCall] | None = None
 ) -> AsyncIterator[str]:
-    finished = False
+    finished = received = False
     calls = _ToolCallDeltas()
     async for data in sse.events(resp.content):
+        received = True
         if data.strip() == "[DONE]":
             finished = True
             break
@@ -397,7 +410,8 @@ async def _sse_pieces(
         if choice.get("finish_reason"):
             finished = True  # some servers (transformers serve) never send [DONE]
     if not finished:
-        raise BackendUnavailable("stream broken: ended without [DONE] or finish_reason")
+        kind = BackendUnavailable if received else _EmptyStream
+        raise kind("stream broken: ended without [DONE] or finish_reason")
     if tool_calls is not None:  # only a whole answer's calls: a broken stream's half-written ones never run
         tool_calls.extend(calls.finish())
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inference.artifacts import model_dir
+from inference.artifacts import hub_snapshot, model_dir
 from inference.backends.chat_template import (
     eos_token_ids,
 )
@@ -145,6 +145,8 @@ class TransformersBackend(LocalBackend):
     def __init__(self, name: str, spec: TransformersModel, cache_dir: Path) -> None:
         super().__init__(name, spec, cache_dir)
         self._device = "cpu"
+        #: The model actually loaded: ``spec.prefer`` once downloaded, else ``spec.source``.
+        self.loaded_source = spec.source
 
     @property
     def provider(self) -> str:
@@ -155,9 +157,9 @@ class TransformersBackend(LocalBackend):
 
         spec = self.spec
         try:
-            source = model_dir(spec.source, self.cache_dir)
+            source, revision = self._source()
             device = resolve_device(spec.device)
-            kw: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+            kw: dict[str, Any] = {"revision": revision, "trust_remote_code": spec.trust_remote_code}
             tokenizer = AutoTokenizer.from_pretrained(source, **kw)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(spec.dtype, device), **kw)
             model.to(device).eval()  # type: ignore[arg-type]  # transformers' stub of .to is wrong
@@ -165,7 +167,23 @@ class TransformersBackend(LocalBackend):
             raise BackendUnavailable(f"cannot load {spec.source}: {exc}", backend=self.name) from exc
         self._tokenizer, self._model, self._device = tokenizer, model, device
         self._eos_ids = eos_token_ids(tokenizer, model.generation_config)
-        log.info("%s: loaded %s on %s (%s)", self.name, spec.source, device, model.dtype)
+        log.info("%s: loaded %s on %s (%s)", self.name, self.loaded_source, device, model.dtype)
+
+    def _source(self) -> tuple[str, str | None]:
+        """What to load: the preferred larger model when it has been downloaded, else ``source`` (and say so)."""
+        spec = self.spec
+        if spec.prefer is not None:
+            snapshot = hub_snapshot(spec.prefer, self.cache_dir, spec.revision)
+            if snapshot is not None:
+                self.loaded_source = spec.prefer
+                return str(snapshot), None  # the snapshot is already the revision asked for
+            log.warning(
+                "%s: %s is not downloaded (run `python -m bot models prepare` where a model hub is reachable); "
+                "%s stands in for it",
+                self.name, spec.prefer, spec.source,
+            )  # fmt: skip
+        self.loaded_source = spec.source
+        return model_dir(spec.source, self.cache_dir), spec.revision
 
     def _token_ids(
         self, prompt: list[int], params: GenerationParams, max_new_tokens: int, stop: threading.Event

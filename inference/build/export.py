@@ -19,6 +19,11 @@ of the fp32 graph.
 - genai int4 is the builder's int4 with the LM head in int8 (``rtn_last``) and, when the source
   weights lie on a 4-bit block grid (GGUF Q4_1, as SmolLM2's do), that exact grid restored instead of
   a second rounding (:func:`restore_q4_grid`): far closer to the fp32 answers at ~80 % of the speed.
+- genai ``int4-exact`` (CPU default for SmolLM2) keeps the source's own grids exactly and computes in fp32:
+  the GGUF's 4-bit blocks (Q4_1) in MatMulNBits at accuracy level 1 (fp32 activations) and its 8-bit
+  head/embedding table (Q8_0) restored exactly, with the head's top candidates rescored in fp32
+  (:func:`restore_q8_head`). Greedy answers identical to PyTorch on the dequantized weights, at a
+  third of the fp32 export's memory traffic. Needs a source on those grids (GGUF-derived).
 - optimum int4 is ONNX Runtime's plain round-to-nearest quantizer.
 - int8 is allowed but not recommended for SmolLM2: its weights are already 4-bit, and quantizing
   them again to int8 with per-channel scales changes the answers a lot (see bench/small_tier.py).
@@ -49,10 +54,13 @@ from inference.artifacts import (
     is_hub_id,
 )
 from inference.build.sources import hf_dir
-from inference.catalogue import OnnxModel
+from inference.catalogue import ImageToTextModel, OnnxModel
 from inference.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+#: The exact-grid int4 precision (see the module docstring).
+EXACT = "int4-exact"
 
 Progress = Callable[[str], None]
 
@@ -81,6 +89,8 @@ def prepare_onnx(
         say(f"already prepared: {out}")
         return out
     target = export_target(spec)
+    if spec.runtime == "optimum" and spec.precision == EXACT:
+        raise ConfigError(f"precision {EXACT} needs runtime genai (optimum has no exact-grid export); use int4")
     if spec.runtime == "optimum" and spec.precision == "fp16" and target != "cuda":
         raise ConfigError(
             "precision fp16 with runtime optimum needs a CUDA GPU at export time; "
@@ -108,6 +118,7 @@ def prepare_onnx(
             "precision": spec.precision,
             "target": target,
             "tuned_int4": tuned_int4 if spec.precision == "int4" else None,
+            "exact_grid": spec.precision == EXACT,
             "seconds": round(time.perf_counter() - started, 1),
         }
         # Written last: its presence means every file before it is complete.
@@ -157,15 +168,16 @@ def _export_genai(
     *,
     tuned_int4: bool = True,
 ) -> None:
-    # The builder has no int8; int8 is the fp32 graph quantized afterwards.
-    precision = "fp32" if spec.precision == "int8" else spec.precision
+    # The builder has no int8 (the fp32 graph quantized afterwards) and no exact int4 (its int4, rewritten).
+    exact = spec.precision == EXACT
+    precision = {"int8": "fp32", EXACT: "int4"}.get(spec.precision, spec.precision)
     local = _local_dir(spec, source, cache_dir)
     work = tmp.with_name(tmp.name + "-builder-cache")
     cmd = [
         sys.executable, "-m", "onnxruntime_genai.models.builder",
         "-i", local, "-o", str(tmp), "-p", precision, "-e", target, "-c", str(work),
     ]  # fmt: skip
-    if precision == "int4" and tuned_int4:
+    if precision == "int4" and (tuned_int4 or exact):
         # rtn_last: the LM head (and the embedding sharing its weights) in int8 rather than int4.
         # The head is the layer int4 hurts most; this also halves the file (one shared int8 table).
         cmd += ["--extra_options", "int4_algo_config=rtn_last"]
@@ -176,8 +188,26 @@ def _export_genai(
         shutil.rmtree(work, ignore_errors=True)
     if spec.precision == "int8":
         _quantize_int8(tmp / "model.onnx", say)
+    elif exact:
+        _make_exact(tmp / "model.onnx", Path(local), say)
     elif spec.precision == "int4" and tuned_int4:
         restore_q4_grid(tmp / "model.onnx", Path(local), say)
+
+
+def _make_exact(model: Path, source: Path, say: Progress) -> None:
+    """The int4-exact rewrite of a genai int4 (rtn_last) export; refuses a source off the grids."""
+    # Accuracy level 1: fp32 activations. Level 4 (the builder's CPU default) quantizes every
+    # activation block to int8, which alone changed most of SmolLM2's greedy answers.
+    if not restore_q4_grid(model, source, say, accuracy_level=1):
+        raise ExportError(
+            f"precision {EXACT} needs decoder weights on a 4-bit block grid (a GGUF Q4_1 or Q4_0 source, "
+            "like packaged:smollm2); this source is not: use precision fp32 or int4"
+        )
+    if not restore_q8_head(model, source, say):
+        raise ExportError(
+            f"precision {EXACT} needs the LM head on an 8-bit block grid (GGUF Q8_0, like packaged:smollm2); "
+            "this source's is not: use precision fp32 or int4"
+        )
 
 
 def _run(cmd: list[str]) -> None:
@@ -190,6 +220,85 @@ def _run(cmd: list[str]) -> None:
         if "No module named 'onnx_ir'" in tail:
             hint = " (pip install onnx-ir: the genai builder needs it)"
         raise ExportError(f"{' '.join(cmd[:4])} failed with exit status {proc.returncode}{hint}:\n{tail}")
+
+
+def prepare_image_to_text(spec: ImageToTextModel, cache_dir: Path, progress: Progress | None = None) -> Path | None:
+    """Export an image-to-text model (a VisionEncoderDecoder: encoder, decoder and decoder-with-past graphs, with
+    its tokenizer and image processor beside them) with optimum for ``ORTModelForVision2Seq``; return the export
+    directory (inference.backends.vision), or None when its hub id can't be downloaded (offline): the backend
+    then says it is not prepared. Idempotent, built under a temporary name with the marker written last."""
+    from optimum.exporters.onnx import main_export
+
+    from inference.backends.vision import vision_export_dir
+
+    say = progress or (lambda msg: log.info("%s", msg))
+    out = vision_export_dir(spec, cache_dir)
+    if is_complete(out):
+        say(f"already prepared: {out}")
+        return out
+    source = _vision_source(spec, cache_dir, say)
+    if source is None:
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    started = time.perf_counter()
+    try:
+        say(f"exporting {spec.source} (image-to-text, {spec.precision}) -> {out.name}")
+        try:
+            main_export(
+                source,
+                tmp,
+                task="image-to-text-with-past",
+                device="cpu",  # fp32 graphs run on CPU and CUDA alike
+                trust_remote_code=False,
+                do_validation=False,  # re-runs the model on random inputs: slow, and the tests caption anyway
+            )
+        except (OSError, ValueError, KeyError) as exc:  # not an encoder-decoder optimum knows, missing files
+            raise ExportError(f"{spec.source} could not be exported as an image-to-text model: {exc}") from exc
+        marker = {"format": EXPORT_FORMAT, "source": spec.source, "revision": spec.revision, "kind": spec.kind}
+        marker |= {"precision": spec.precision, "seconds": round(time.perf_counter() - started, 1)}
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)  # a leftover without a marker
+        try:
+            tmp.replace(out)
+        except OSError:
+            if not is_complete(out):  # another process finished first: keep its export
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say(f"prepared {out} in {time.perf_counter() - started:.1f} s")
+    return out
+
+
+def _vision_source(spec: ImageToTextModel, cache_dir: Path, say: Progress) -> str | None:
+    """A local directory to export from: the source itself, or its hub download (None when none can be had)."""
+    path = Path(spec.source).expanduser()
+    if not is_hub_id(spec.source):
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{spec.source}: no model directory there (config.json not found)")
+        return str(path)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from inference.artifacts import hub_cache
+
+    say(f"downloading {spec.source}")
+    try:
+        # Config, tokenizer, image processor and weights (safetensors or PyTorch .bin, whichever it has).
+        return str(
+            snapshot_download(
+                spec.source,
+                revision=spec.revision,
+                cache_dir=hub_cache(cache_dir),
+                allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors", "*.bin"],
+                ignore_patterns=["*.msgpack", "*.h5", "onnx/*"],
+            )
+        )
+    except (HfHubHTTPError, OSError, ValueError) as exc:  # offline, unknown repository, gated model
+        log.warning("%s could not be downloaded (no model hub reachable?): %s", spec.source, exc)
+        return None
 
 
 def _export_optimum(spec: OnnxModel, source: str, tmp: Path, target: Target, say: Progress) -> None:
@@ -270,9 +379,10 @@ def _swap_in(model: Path, quantized: Path) -> None:
 _LAYER_NODE = re.compile(r"^/model/layers\.(\d+)/(attn|mlp)/(\w+)/MatMul")
 
 
-def restore_q4_grid(model_path: Path, hf_dir_path: Path, say: Progress) -> bool:
+def restore_q4_grid(model_path: Path, hf_dir_path: Path, say: Progress, *, accuracy_level: int | None = None) -> bool:
     """Rewrite the int4 MatMulNBits weights of a genai export with the source's exact 4-bit grid.
 
+    ``accuracy_level`` (when given) is set on the rewritten nodes: 1 keeps activations in fp32.
     Returns False (and leaves the model as the builder wrote it) when the source weights are not on
     a 4-bit block grid, are not in safetensors, or the graph is not laid out as expected.
     """
@@ -325,6 +435,8 @@ def restore_q4_grid(model_path: Path, hf_dir_path: Path, say: Progress) -> bool:
         packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)  # low nibble first
         b_init.CopyFrom(numpy_helper.from_array(packed.reshape(tuple(b_init.dims)), b_init.name))
         s_init.CopyFrom(numpy_helper.from_array(d.astype(dtype).reshape(tuple(s_init.dims)), s_init.name))
+        if accuracy_level is not None:
+            _set_attribute(node, "accuracy_level", accuracy_level)
         x = node.input[0]
         if x not in block_sums:  # q/k/v and gate/up read the same input: sum its blocks once
             shape, axes, summed = f"{x}/q4_shape", f"{x}/q4_axes", f"{x}/q4_block_sums"
@@ -348,13 +460,155 @@ def restore_q4_grid(model_path: Path, hf_dir_path: Path, say: Progress) -> bool:
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
     model.graph.initializer.extend(new_inits)
+    _save(model, model_path)
+    return True
+
+
+def _save(model: Any, model_path: Path) -> None:
+    import onnx
+
     for stale in model_path.parent.glob(model_path.name + "*"):
         stale.unlink()  # everything is in memory now; rewrite graph and data together
     onnx.save(
         model, str(model_path), save_as_external_data=True, all_tensors_to_one_file=True,
         location=model_path.name + ".data",
     )  # fmt: skip
+
+
+def _set_attribute(node: Any, name: str, value: int) -> None:
+    from onnx import helper
+
+    for attr in node.attribute:
+        if attr.name == name:
+            attr.i = value
+            return
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+# -- the LM head on its exact 8-bit grid, rescored in fp32 ----------------------------------------------
+#
+# SmolLM2's GGUF stores the tied embedding/LM head as Q8_0: blocks of 32, w = d * q, q in -127..127.
+# That grid fits MatMulNBits' 8-bit layout exactly (stored q + 128, the default zero point). But the
+# only fast 8-bit kernel quantizes the activations to int8 too (accuracy level 4; level 1 falls back to
+# dequantizing 28M weights per token, ~20x slower), and those rounding errors flip the argmax often
+# enough to change greedy answers; an fp32 head reads 113 MB per token. So the head runs at level 4 and
+# its top ``candidates`` logits are then recomputed exactly (the same int8 rows gathered and dotted
+# with the fp32 hidden state) and written back: the argmax is exact whenever the true best token is
+# among the approximate top candidates (its logit error is a small fraction of the gap to the 8th).
+
+#: Candidates rescored per position: 8 * 576 multiply-adds against 28M for the whole head.
+RESCORE_CANDIDATES = 8
+
+
+def restore_q8_head(
+    model_path: Path, hf_dir_path: Path, say: Progress, *, candidates: int = RESCORE_CANDIDATES
+) -> bool:
+    """Put the source's exact 8-bit grid into a genai export's int8 LM head (and the embedding table it
+    shares), and rescore the head's top ``candidates`` in fp32.
+
+    Returns False (model untouched) when there is no 8-bit head, or its weights are not on a symmetric
+    8-bit block grid.
+    """
+    import numpy as np
+
+    try:
+        weights = _SafetensorsWeights(hf_dir_path)
+    except (OSError, ValueError) as exc:
+        log.info("no exact int8 head: %s", exc)
+        return False
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    head = next((n for n in graph.node if n.op_type == "MatMulNBits" and n.name.startswith("/lm_head")), None)
+    if head is None or len(head.input) != 3:
+        log.info("no exact int8 head: no 8-bit /lm_head MatMulNBits without zero points")
+        return False
+    attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
+    name = next((n for n in ("lm_head.weight", "model.embed_tokens.weight") if n in weights), None)
+    if attrs.get("bits") != 8 or name is None:
+        log.info("no exact int8 head: unexpected head %s", head.name)
+        return False
+    try:
+        grid = _q8_grid(weights[name], int(attrs["block_size"]))
+    except (TypeError, ValueError) as exc:
+        log.info("no exact int8 head: %s", exc)
+        return False
+    if grid is None:
+        log.info("no exact int8 head: %s is not on an 8-bit block grid", name)
+        return False
+    q, d = grid
+    say(f"restoring the source's exact 8-bit LM head ({name}), top {candidates} rescored in fp32")
+    inits = {init.name: init for init in graph.initializer}
+    b_init, s_init = inits[head.input[1]], inits[head.input[2]]
+    dtype = numpy_helper.to_array(s_init).dtype
+    b_init.CopyFrom(numpy_helper.from_array((q + 128).astype(np.uint8).reshape(tuple(b_init.dims)), b_init.name))
+    # [N, blocks]: GatherBlockQuantized (the rescoring, the embedding) wants scales of the table's rank.
+    s_init.CopyFrom(numpy_helper.from_array(d.astype(dtype), s_init.name))
+    _set_attribute(head, "accuracy_level", 4)  # the fast int8 kernel; the rescoring makes up for it
+    n_rows, k = int(attrs["N"]), int(attrs["K"])
+    nodes = list(graph.node)
+    # The embedding's GatherBlockQuantized reads the same table through a Reshape to [V, K]: reuse it.
+    table = next((n.output[0] for n in nodes if n.op_type == "Reshape" and n.input[0] == head.input[1]), None)
+    pre = "/lm_head/rescore"
+    new_nodes: list[Any] = []
+    new_inits = [
+        numpy_helper.from_array(np.array([candidates], np.int64), f"{pre}/k"),
+        numpy_helper.from_array(np.array([-2], np.int64), f"{pre}/axis_-2"),
+        numpy_helper.from_array(np.array([-1], np.int64), f"{pre}/axis_-1"),
+    ]
+    if table is None:
+        new_inits.append(numpy_helper.from_array(np.array([n_rows, k], np.int64), f"{pre}/table_shape"))
+        table = f"{pre}/table"
+        new_nodes.append(
+            helper.make_node("Reshape", [head.input[1], f"{pre}/table_shape"], [table], name=f"{pre}/Reshape")
+        )
+    hidden, logits = head.input[0], head.output[0]
+    approx = f"{pre}/approx_logits"
+    head.output[0] = approx
+    top, ids, rows, exact = f"{pre}/top_values", f"{pre}/top_ids", f"{pre}/rows", f"{pre}/exact"
+    quantized: dict[str, Any] = {"domain": "com.microsoft", "bits": 8, "block_size": int(attrs["block_size"])}
+    new_nodes += [
+        helper.make_node("TopK", [approx, f"{pre}/k"], [top, ids], axis=-1, name=f"{pre}/TopK"),
+        helper.make_node(
+            "GatherBlockQuantized",
+            [table, ids, head.input[2]],
+            [rows],
+            name=f"{pre}/Gather",
+            gather_axis=0,
+            quantize_axis=1,
+            **quantized,
+        ),
+        helper.make_node("Unsqueeze", [hidden, f"{pre}/axis_-2"], [f"{pre}/hidden"], name=f"{pre}/Unsqueeze"),
+        helper.make_node("Mul", [rows, f"{pre}/hidden"], [f"{pre}/products"], name=f"{pre}/Mul"),
+        helper.make_node("ReduceSum", [f"{pre}/products", f"{pre}/axis_-1"], [exact], keepdims=0, name=f"{pre}/Sum"),
+        helper.make_node("ScatterElements", [approx, ids, exact], [logits], axis=-1, name=f"{pre}/Scatter"),
+    ]
+    at = nodes.index(head) + 1
+    nodes[at:at] = new_nodes
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(new_inits)
+    _save(model, model_path)
     return True
+
+
+def _q8_grid(w: Any, block: int) -> tuple[Any, Any] | None:
+    """(q, d) with ``w == d * q``, q in -127..127 per block of ``block`` inputs (GGUF Q8_0), or None."""
+    import numpy as np
+
+    n_out, k = w.shape
+    if k % block:
+        return None
+    blocks = w.astype(np.float64).reshape(n_out, k // block, block)
+    d = np.abs(blocks).max(-1) / 127  # Q8_0 maps each block's largest magnitude to +-127
+    d[d == 0] = 1.0
+    q = np.rint(blocks / d[..., None])
+    err = np.abs(q * d[..., None] - blocks).max(-1)
+    if np.any(err > 1e-3 * d):  # on the grid only float rounding remains; off it, up to d / 2
+        return None
+    return q.astype(np.int16), d
 
 
 def _q4_grid(w: Any, block: int) -> tuple[Any, Any, Any] | None:

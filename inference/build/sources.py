@@ -10,7 +10,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from inference.artifacts import default_cache_dir, model_dir, smollm2_dir, smollm2_gguf
+from inference.artifacts import default_cache_dir, hub_cache, hub_snapshot, model_dir, smollm2_dir, smollm2_gguf
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,27 @@ def hf_dir(source: str, cache_dir: Path | None = None) -> str:
     if source == "packaged:smollm2" and not (smollm2_dir(cache_dir) / "config.json").exists():
         _materialize_smollm2(smollm2_dir(cache_dir))
     return model_dir(source, cache_dir)
+
+
+#: The files a causal LM needs from a hub repository (not its other weight formats: GGUF, ONNX, PyTorch .bin).
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
+
+
+def fetch_hub_model(repo_id: str, cache_dir: Path, revision: str | None = None) -> Path | None:
+    """Download ``repo_id`` into the cache (the hub client shows a progress bar per file); None when no hub is
+    reachable or the repository can't be read. A finished download is found without the network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    done = hub_snapshot(repo_id, cache_dir, revision)
+    if done is not None:
+        return done
+    try:
+        path = snapshot_download(repo_id, revision=revision, cache_dir=hub_cache(cache_dir), allow_patterns=HUB_FILES)
+    except (HfHubHTTPError, OSError, ValueError) as exc:  # offline, unknown repository, gated model
+        log.info("could not download %s: %s", repo_id, exc)
+        return None
+    return Path(path)
 
 
 def _materialize_smollm2(out: Path) -> None:

@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inference.errors import (
@@ -39,6 +38,7 @@ from inference.errors import (
     ModelNotFound,
     QueueFull,
 )
+from inference.serving.metrics import CONTENT_TYPE_LATEST, Metrics
 from inference.serving.service import Answer, Switchboard
 from inference.structured import InvalidOutput, SchemaError, generate, json_constraint
 from inference.tasks.base import Prepared, TaskPipeline, pipeline_for
@@ -246,46 +246,6 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve anywhere
 
 
-class Metrics:
-    """The server's Prometheus metrics, in a registry of its own (one per app: no process-wide state)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            "switchboard_requests",
-            "Chat completions answered, by route and outcome (ok, error, notice: no model was run)",
-            ["task", "tier", "model", "outcome"],
-            registry=r,
-        )
-        buckets = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-        self.latency = Histogram(
-            "switchboard_request_seconds", "Time to the whole answer", ["task", "tier"], buckets=buckets, registry=r
-        )
-        self.first_token = Histogram(
-            "switchboard_time_to_first_token_seconds",
-            "Time to the answer's first token",
-            ["task", "tier"],
-            buckets=buckets,
-            registry=r,
-        )
-        self.tokens = Counter("switchboard_generated_tokens", "Tokens generated", ["tier", "model"], registry=r)
-        self.refusals = Counter(
-            "switchboard_refusals",
-            "Requests refused before a model answered (unauthorized, invalid_request, model_not_found, busy)",
-            ["reason"],
-            registry=r,
-        )
-        self.errors = Counter("switchboard_errors", "Requests a model failed, by error", ["error"], registry=r)
-        self.fallbacks = Counter(
-            "switchboard_fallbacks", "Answers given by the other tier", ["from_tier", "to_tier"], registry=r
-        )
-        self.in_progress = Gauge("switchboard_requests_in_progress", "Chat completions being answered", registry=r)
-        self.queue = Gauge(
-            "switchboard_backend_in_flight", "Requests running or queued per model (queue depth)", ["model"], registry=r
-        )
-
-
 # --- the application ------------------------------------------------------------------------------------------------
 
 
@@ -389,11 +349,8 @@ class OpenAIRouter:
         return web.json_response({"ok": True, "models": models, "stand_ins": dict(board.substitutes)})
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        policy = self.board.router.policy
-        for name in sorted({*policy.models.values(), *policy.task_models.values()}):
-            actual = self.board.resolve(name)
-            self.metrics.queue.labels(actual).set(self.board.backend_for(actual).in_flight)
-        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        self.metrics.queue_depths(self.board)
+        return web.Response(body=self.metrics.page(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # -- POST /v1/chat/completions -------------------------------------------------------------------------------------
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
@@ -684,14 +641,7 @@ class OpenAIRouter:
         self.metrics.requests.labels(job.decision.task, tier, model, outcome).inc()
 
     def _observe(self, job: _Job, answer: Answer, total_s: float) -> None:
-        m, tier = self.metrics, answer.tier.value
-        self._count(job, answer, "ok")
-        m.latency.labels(job.decision.task, tier).observe(total_s)
-        if answer.timings.first_token_s is not None:
-            m.first_token.labels(job.decision.task, tier).observe(answer.timings.first_token_s)
-        m.tokens.labels(tier, answer.model).inc(answer.timings.tokens)
-        if answer.fell_back:
-            m.fallbacks.labels(job.decision.tier.value, tier).inc()
+        self.metrics.observe(job.decision.task, job.decision.tier, answer, total_s)
 
 
 def create_app(board: Switchboard, *, api_key: str | None = None, limits: ApiLimits | None = None) -> web.Application:

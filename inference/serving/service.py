@@ -18,11 +18,12 @@ import numpy as np
 
 from inference.backends import build_backend
 from inference.backends.base import ProbeResult
-from inference.catalogue import Catalogue, ModelSpec, RoutingOverrides
+from inference.catalogue import Catalogue, ImageToTextModel, ModelSpec, RoutingOverrides, sees_images
 from inference.classifier.bank import ExampleBank
 from inference.errors import (
     BackendUnavailable,
     InferenceError,
+    QueueFull,
 )
 from inference.router import Router
 from inference.serving.clock import Clock
@@ -94,6 +95,7 @@ class Answer:
         if self._fallback_model is not None:
             attempts.append((self.decision.tier.other, self._fallback_model))
         last_error: InferenceError | None = None
+        described: list[ChatMessage] | None = None
         for i, (tier, model) in enumerate(attempts):
             # Not started here: the resilience layer starts it inside this request's time budget.
             backend = self._board.backend_for(model, self._catalogue)
@@ -106,7 +108,12 @@ class Answer:
             params = self._params
             if spec is not None and params.max_new_tokens > spec.max_new_tokens:
                 params = replace(params, max_new_tokens=spec.max_new_tokens)
-            stream = backend.stream(self._messages, params)
+            messages = self._messages
+            if (spec is None or not sees_images(spec)) and any(m.images for m in messages):
+                # A text model: the catalogue's image-to-text model describes the images (once) in its prompt.
+                described = described if described is not None else await self._described(messages)
+                messages = described
+            stream = backend.stream(messages, params)
             started = False
             try:
                 async for piece in stream:
@@ -133,11 +140,34 @@ class Answer:
                 # A bad request never goes to a bigger model, and half an answer can't be retried.
                 if started or not exc.fallback or is_last:
                     raise
+                if isinstance(exc, QueueFull) and not self._is_remote(attempts[i + 1][1]):
+                    # Busy is not a failure: another local model on the same CPU/GPU would only split it. A full
+                    # queue spills to a remote tier only; without one the user is told it is busy.
+                    raise
                 last_error = exc
                 self.notes.append(f"the {tier.value} tier failed ({exc.short}); the {tier.other} tier answered")
             finally:
                 await stream.aclose()
         raise last_error or BackendUnavailable("no model available")
+
+    def _is_remote(self, model: str) -> bool:
+        """Served elsewhere (an OpenAI-compatible endpoint), so capacity beyond this machine's."""
+        spec = self._catalogue.models.get(model)
+        return spec is not None and spec.kind == "openai"
+
+    async def _described(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+        """``messages`` with their images described by the catalogue's image-to-text model; unchanged without one
+        (a text model then gets the images it can't see, as before)."""
+        from inference.backends.vision import describe_images, describe_with, image_to_text_model
+
+        reader = image_to_text_model(self._catalogue)
+        if reader is None:
+            return messages
+        backend = self._board.backend_for(reader, self._catalogue)
+        limit = self._catalogue.get(reader).max_new_tokens
+        done = await describe_images(messages, describe_with(backend), model=reader, max_new_tokens=limit)
+        self.notes.extend(done.notes)
+        return done.messages
 
 
 def _backend_key(name: str, spec: ModelSpec) -> str:
@@ -198,8 +228,27 @@ class Switchboard:
                 note = f"{name} ({spec.tier.value} tier) {why} at {backend.provider}; {spec.fallback} stands in for it"
                 log.warning(note)
                 notes.append(note)
+        notes += self._stand_in_notes()
         for name in warm:
             await self.backend(self.resolve(name))
+        return notes
+
+    def _stand_in_notes(self) -> list[str]:
+        """A local model whose preferred larger model is not downloaded runs its packaged source: say so."""
+        from inference.artifacts import hub_snapshot
+        from inference.catalogue import TransformersModel
+
+        notes = []
+        for name in sorted({*self._routed_models(), *self.substitutes.values()}):
+            spec = self.catalogue.get(name)
+            if isinstance(spec, TransformersModel) and spec.prefer is not None and self.cache_dir is not None:
+                if hub_snapshot(spec.prefer, self.cache_dir, spec.revision) is None:
+                    note = (
+                        f"{name} runs {spec.source}: {spec.prefer} is not downloaded "
+                        "(`python -m bot models prepare` fetches it where a model hub is reachable)"
+                    )
+                    log.warning(note)
+                    notes.append(note)
         return notes
 
     def _routed_models(self) -> list[str]:
@@ -230,6 +279,10 @@ class Switchboard:
         wrapped = self._backends.get(key)
         if wrapped is None:
             raw = self._factory(name, spec) if self._factory else None
+            if raw is None and isinstance(spec, ImageToTextModel):  # a local captioner (inference.backends.vision)
+                from inference.backends.vision import ImageToTextBackend
+
+                raw = ImageToTextBackend(name, spec, self.cache_dir)
             if raw is None:  # no factory, or it left this model to the real builder
                 raw = build_backend(
                     name,

@@ -1,6 +1,6 @@
-"""rag, agent: each needs something Switchboard does not have yet (an index of the
-server's documents, an agent loop). Until their issues fill them, they say
-so and run no model, rather than let a text model guess an answer it cannot know. The notice says how to
+"""rag, agent: each needs something a one-shot answer does not have (an index of the server's documents; the
+agent loop, which runs in its own thread). Without it they say so and run no model, rather than let a text
+model guess an answer it cannot know. The notice says how to
 get the model's general answer instead, so the user is never stuck.
 """
 
@@ -77,4 +77,9 @@ def _attr(text: str) -> str:
 
 class AgentPipeline(PendingPipeline):
     task: ClassVar[TaskId] = "agent"
-    notice = "I can't carry out multi-step tasks with tools yet, so I can't do this for you."
+    # The agent loop (inference/agents) runs in a thread of its own, with limits and a Stop button, not inside a
+    # one-shot answer: a request routed here is pointed at it.
+    notice = (
+        "This is a multi-step task for an agent, which runs in a thread of its own with a Stop button: "
+        "start one with `/agent goal`."
+    )

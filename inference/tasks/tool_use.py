@@ -28,6 +28,11 @@ from inference.types import ChatMessage, Constraint, GenerationParams, TaskId, T
 
 #: Longest direct answer the grammar allows (the small tier answering without a tool).
 MAX_DIRECT_ANSWER_CHARS = 1000
+#: Characters of a direct answer per generated token, counted low (English runs about four): the answer's bound
+#: must fit the token budget, or a long answer is cut inside its JSON string and the document never closes.
+_CHARS_PER_TOKEN = 3
+#: Tokens the JSON around a direct answer takes (``{"tool":"none","answer":"`` ... ``"}``), with room to spare.
+_JSON_TOKENS = 24
 #: Shown to a small model as the "no tool" case.
 _DIRECT_EXAMPLE = ("Say good morning in French.", {"tool": NO_TOOL, "answer": "Bonjour !"})
 
@@ -45,10 +50,14 @@ def _arguments(schema: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def choice_schema(tools: ToolBox) -> dict[str, Any]:
+def choice_schema(tools: ToolBox, *, max_new_tokens: int | None = None) -> dict[str, Any]:
     """One JSON document naming a tool and its arguments (valid against that tool's schema), or no tool and
     a direct answer. ``anyOf`` over options told apart by the ``tool`` constant (the supported subset has no
-    ``oneOf``; distinct constants make them exclusive anyway)."""
+    ``oneOf``; distinct constants make them exclusive anyway). ``max_new_tokens`` bounds the direct answer to
+    what that many tokens can hold."""
+    longest = MAX_DIRECT_ANSWER_CHARS
+    if max_new_tokens is not None:
+        longest = max(1, min(longest, (max_new_tokens - _JSON_TOKENS) * _CHARS_PER_TOKEN))
     options: list[dict[str, Any]] = [
         {
             "type": "object",
@@ -63,7 +72,7 @@ def choice_schema(tools: ToolBox) -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "tool": {"const": NO_TOOL},
-                "answer": {"type": "string", "minLength": 1, "maxLength": MAX_DIRECT_ANSWER_CHARS},
+                "answer": {"type": "string", "minLength": 1, "maxLength": longest},
             },
             "required": ["tool", "answer"],
             "additionalProperties": False,
@@ -127,16 +136,17 @@ class ToolUsePipeline(TaskPipeline):
             'Reply with only JSON: {"tool":"<name>","arguments":{...}} to use a tool, or '
             f'{{"tool":"{NO_TOOL}","answer":"..."}} when no tool helps. ' + DATA_NOT_INSTRUCTIONS
         )
-        shots: list[ChatMessage] = []
+        # The "no tool" example first: a small model leans towards the example it read last, and the request is
+        # for a tool far more often than not.
+        shots = [ChatMessage("user", _DIRECT_EXAMPLE[0]), ChatMessage("assistant", _compact(_DIRECT_EXAMPLE[1]))]
         for tool in tools:
             for request, arguments in tool.examples[:1]:
                 choice = _compact({"tool": tool.name, "arguments": arguments})
                 shots += [ChatMessage("user", request), ChatMessage("assistant", choice)]
-        shots += [ChatMessage("user", _DIRECT_EXAMPLE[0]), ChatMessage("assistant", _compact(_DIRECT_EXAMPLE[1]))]
         messages = [ChatMessage("system", system), *shots, *history, ChatMessage("user", prompt)]
         # Built directly, not through json_constraint: the size limits guard schemas users type, and this one
         # grows with the operator's tools; each tool's own schema was checked against the subset when registered.
-        constraint = Constraint(kind="json_schema", schema=choice_schema(tools))
+        constraint = Constraint(kind="json_schema", schema=choice_schema(tools, max_new_tokens=max_new_tokens))
         return Prepared(
             messages, GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0, constraint=constraint)
         )

@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,7 +26,7 @@ from jsonschema import Draft202012Validator
 from inference.structured import SchemaError, check_schema
 from inference.types import ToolCall
 
-__all__ = ["Tool", "ToolBox", "ToolCall", "ToolError", "ToolResult"]
+__all__ = ["Confirm", "Tool", "ToolBox", "ToolCall", "ToolError", "ToolResult"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ NO_TOOL = "none"
 MAX_OUTPUT_CHARS = 4000
 #: Most characters of a description sent to a model.
 MAX_DESCRIPTION_CHARS = 1000
+
+
+#: Asks the person who made the request whether a call that acts may run: (tool, arguments) -> yes or no.
+Confirm = Callable[["Tool", dict[str, Any]], Awaitable[bool]]
 
 
 class ToolError(Exception):
@@ -56,6 +60,22 @@ class Tool(abc.ABC):
     timeout_s: float = 10.0
     #: (request, arguments) pairs that show a small model when to call this tool and how.
     examples: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = ()
+    #: True for a tool that changes something or speaks for the bot beyond the reply (a poll, a post elsewhere,
+    #: reminding other people): :meth:`ToolBox.execute` runs it only when the person asking confirms.
+    acts: bool = False
+    #: True for a tool whose call changes something beyond the reply even without confirmation (it stores a
+    #: reminder): an answer that ran one (or one that ``acts``) is not answered again by a button, which would
+    #: do it twice.
+    side_effects: bool = False
+
+    def needs_confirmation(self, args: dict[str, Any]) -> bool:
+        """Whether this call needs the person's confirmation (``acts`` by default; a tool may decide per call)."""
+        return self.acts
+
+    def describe_call(self, args: dict[str, Any]) -> str:
+        """What a confirmation prompt says this call will do."""
+        shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        return f"{self.name}({shown})"
 
     @abc.abstractmethod
     async def run(self, args: dict[str, Any]) -> str | dict[str, Any]:
@@ -85,6 +105,8 @@ class ToolResult:
     ok: bool
     output: str
     duration_s: float = 0.0
+    #: The call acts and was not run because the person did not confirm it (or could not be asked).
+    unconfirmed: bool = False
 
     @property
     def error(self) -> str | None:
@@ -171,13 +193,35 @@ class ToolBox:
             return f"invalid arguments for {call.name} at {where}: {errors[0].message}"
         return None
 
-    async def execute(self, call: ToolCall) -> ToolResult:
-        """Run one call: validated first, within its time limit; any failure is an error result."""
+    async def execute(self, call: ToolCall, *, confirm: Confirm | None = None) -> ToolResult:
+        """Run one call: validated first, within its time limit; any failure is an error result.
+
+        A call that acts (:meth:`Tool.needs_confirmation`) runs only when ``confirm`` says yes: without a
+        ``confirm`` it never runs. Whatever asked for it (the model, a document or tool output it read), the
+        person decides, so injected instructions can't act on their own.
+        """
         started = time.perf_counter()
         problem = self.check(call)
         if problem is not None:
             return ToolResult(call, False, problem, time.perf_counter() - started)
         tool = self._tools[call.name]
+        if tool.needs_confirmation(dict(call.arguments)):
+            if confirm is None:
+                return ToolResult(
+                    call,
+                    False,
+                    f"{call.name} needs the user's confirmation, which can't be asked here",
+                    unconfirmed=True,
+                )
+            try:
+                allowed = await confirm(tool, dict(call.arguments))
+            except Exception:  # a failed prompt is a refusal, never an action
+                log.warning("confirming %s failed", call.name, exc_info=True)
+                allowed = False
+            if not allowed:
+                return ToolResult(
+                    call, False, f"the user did not confirm {call.name}; it was not run", unconfirmed=True
+                )
         try:
             async with asyncio.timeout(tool.timeout_s):
                 value = await tool.run(dict(call.arguments))
@@ -191,9 +235,9 @@ class ToolBox:
             ok, output = False, f"{call.name} failed ({type(exc).__name__})"
         return ToolResult(call, ok, _bounded(output), time.perf_counter() - started)
 
-    async def execute_all(self, calls: Sequence[ToolCall]) -> list[ToolResult]:
+    async def execute_all(self, calls: Sequence[ToolCall], *, confirm: Confirm | None = None) -> list[ToolResult]:
         """Several calls at once (a model's parallel calls), results in the calls' order."""
-        return list(await asyncio.gather(*(self.execute(call) for call in calls)))
+        return list(await asyncio.gather(*(self.execute(call, confirm=confirm) for call in calls)))
 
 
 def _text(value: object) -> str:

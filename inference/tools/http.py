@@ -56,6 +56,9 @@ class HttpToolSpec(BaseModel):
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     timeout_s: float = Field(default=10.0, gt=0, le=60)
     max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE, gt=0, le=MAX_RESPONSE_LIMIT)
+    #: Whether a call changes something (creates a ticket, sends a message): then it runs only after the person
+    #: asking confirms, and never in an unattended run. Unset: a POST acts, a GET only reads.
+    acts: bool | None = None
 
     @field_validator("url")
     @classmethod
@@ -97,6 +100,8 @@ class HttpTool(Tool):
         self.description = spec.description
         self.parameters = spec.parameters
         self.timeout_s = spec.timeout_s
+        # A POST may change something on the other side: confirmed by the person unless the operator says not.
+        self.acts = spec.acts if spec.acts is not None else spec.method == "POST"
         #: Without one, the strictest guard: https to public addresses only.
         self._guard = guard or netguard.Guard()
 

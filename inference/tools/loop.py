@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 from inference.errors import BackendTimeout, InferenceError
 from inference.structured import generate
 from inference.tasks.tool_use import ToolUsePipeline, read_choice
-from inference.tools.base import ToolBox, ToolResult
+from inference.tools.base import Confirm, ToolBox, ToolResult
 from inference.types import ChatMessage, RouteDecision, ToolCall
 
 if TYPE_CHECKING:
@@ -70,13 +70,15 @@ async def run_with_tools(
     compose: bool | None = None,
     overrides: RoutingOverrides | None = None,
     catalogue: Catalogue | None = None,
+    confirm: Confirm | None = None,
 ) -> ToolRun:
     """Answer ``prompt`` with the tools in ``toolbox``; ``on_result`` sees each result as soon as it exists.
 
     ``compose``: on the grammar path, write the answer from the results (default for local models) rather
-    than by a second generation (default for endpoints).
+    than by a second generation (default for endpoints). ``confirm`` asks the person before a call that acts
+    (:attr:`~inference.tools.base.Tool.acts`); without it such calls are refused.
     """
-    runner = _Runner(board, decision, toolbox, on_result, overrides, catalogue)
+    runner = _Runner(board, decision, toolbox, on_result, overrides, catalogue, confirm)
     native = runner.is_endpoint()
     try:
         async with asyncio.timeout(time_limit_s):
@@ -115,8 +117,10 @@ class _Runner:
         on_result: Callable[[ToolResult], None] | None,
         overrides: RoutingOverrides | None,
         catalogue: Catalogue | None,
+        confirm: Confirm | None = None,
     ) -> None:
         self.board, self.decision, self.toolbox = board, decision, toolbox
+        self.confirm = confirm
         self.on_result = on_result
         self.overrides, self.catalogue = overrides, catalogue
         self.pipeline = ToolUsePipeline()
@@ -138,7 +142,7 @@ class _Runner:
         return catalogue.get(self.decision.model).kind == "openai"
 
     async def _run_calls(self, calls: Sequence[ToolCall]) -> list[ToolResult]:
-        batch = await self.toolbox.execute_all(calls[:MAX_CALLS_PER_ROUND])
+        batch = await self.toolbox.execute_all(calls[:MAX_CALLS_PER_ROUND], confirm=self.confirm)
         batch += [
             ToolResult(call, False, f"not run: at most {MAX_CALLS_PER_ROUND} tool calls at once")
             for call in calls[MAX_CALLS_PER_ROUND:]

@@ -28,6 +28,7 @@ import logging
 import re
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ class KeywordClassifier:
             task = "conversion"
         elif "according to the docs" in text:
             task = "rag"
-        elif "calculate" in text or "server info" in text:
+        elif "calculate" in text or "server info" in text or "remind" in text or "poll" in text:
             task = "tool_use"
         elif "prove" in text or ("how many" in text and "train" in text):
             difficulty, signals = 0.9, ("reasoning",)
@@ -120,6 +121,19 @@ def shared_embedder() -> Embedder:
 def routing_policy() -> RoutingPolicy:
     base = load_routing()
     return RoutingPolicy(tiers=base.tiers, models={Tier.SMALL: SMALL, Tier.LARGE: LARGE})
+
+
+class WallClock:
+    """UTC wall-clock time that moves only when told: when scheduled jobs (reminders) are due."""
+
+    def __init__(self, start: datetime = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
 
 
 class StoreProbe:
@@ -183,6 +197,8 @@ class Harness:
         self.resolved: dict[str, list[str]] = {PUBLIC_HOST: [PUBLIC_IP], REBINDING_HOST: ["10.0.0.5"]}
         self.shutdown_grace_s = 5.0
         self.probe = StoreProbe(fake)
+        #: When scheduled jobs are due (bot.wall_clock and its scheduler); tests call ``bot.scheduler.run_due()``.
+        self.wall_clock = WallClock()
         #: Build the knowledge base (/docs) on the test's SQLite file with the prepared embedder (shared per session).
         self.with_knowledge = False
         self.knowledge: KnowledgeBase | None = None
@@ -213,6 +229,7 @@ class Harness:
             "cache_dir": self.tmp_path / "cache",
             "allowed_endpoint_hosts": self.allowed_hosts,
             "warm_models": False,
+            "scheduler_poll_s": 0,  # no background loop: tests run due jobs with bot.scheduler.run_due()
             **self.settings_overrides,
         }
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -269,6 +286,7 @@ class Harness:
                     limiter=self._limiter(settings, store),
                     clock=self.clock,
                     shutdown_grace_s=self.shutdown_grace_s,
+                    wall_clock=self.wall_clock,
                     guild_ready_timeout=0.05,
                     knowledge=knowledge,
                 )

@@ -70,6 +70,14 @@ def test_the_bot_starts_only_after_healthy_dependencies(files: tuple[str, ...]) 
     assert "--port" in services["llm"]["command"] and "8080" in services["llm"]["command"]
 
 
+def test_the_bots_health_check_asks_its_own_health_endpoint() -> None:
+    bot = merged("compose.yaml", "compose.gpu.yaml")["services"]["bot"]
+    port = bot["environment"]["SWITCHBOARD_METRICS_PORT"]
+    assert bot["environment"]["SWITCHBOARD_METRICS_HOST"] == "0.0.0.0"  # Prometheus scrapes it over the network
+    assert f"http://127.0.0.1:{port}/health" in " ".join(bot["healthcheck"]["test"])
+    assert "ports" not in bot  # exposed to the compose network, not published on the host
+
+
 def test_the_bot_reads_only_settings_that_exist_and_no_secret_is_written_in() -> None:
     services = merged("compose.yaml", "compose.gpu.yaml")["services"]
     fields = {f"SWITCHBOARD_{name.upper()}" for name in Settings.model_fields} | {"DISCORD_TOKEN"}

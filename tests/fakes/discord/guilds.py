@@ -324,6 +324,8 @@ class GuildsMixin(Core):
             return
         thread = channel["type"] in P.THREAD_TYPES
         self._require(channel["id"], P.SEND_MESSAGES_IN_THREADS if thread else P.SEND_MESSAGES)
+        if body.get("poll"):
+            self._require(channel["id"], P.SEND_POLLS)
         if body.get("message_reference") and not (
             self.channel_permissions(self.bot_user["id"], channel["id"]) & P.READ_MESSAGE_HISTORY
         ):

@@ -8,6 +8,7 @@ import copy
 import re
 import secrets
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import payloads as P
@@ -15,6 +16,7 @@ from .core import ATTACHMENT_SIZE_LIMIT, Call, Core
 from .records import ApiError, RecordedFile
 
 MAX_CONTENT = 2000  # the docs' limit (the spec snapshot says 4000 for channel messages)
+MAX_POLL_ANSWER = 55  # the docs' limit for an answer's text (the spec says 300, the question's)
 
 _MENTION_RE = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION_RE = re.compile(r"<@&(\d+)>")
@@ -335,7 +337,35 @@ class MessagesMixin(Core):
             attachments=attachments,
         )
         msg["mentions"] = self._mentions(content, ())
+        if body.get("poll"):
+            msg["poll"] = self._poll(body["poll"])
         return msg
+
+    @staticmethod
+    def _poll(poll: dict[str, Any]) -> dict[str, Any]:
+        """A PollResponse for a PollCreateRequest (its shape already checked against the spec). Discord's own
+        limits the spec does not state: an answer's text is at most 55 characters, and every part has text."""
+        answers = poll["answers"]
+        for i, answer in enumerate(answers):
+            text = (answer.get("poll_media") or {}).get("text") or ""
+            if not text or len(text) > MAX_POLL_ANSWER:
+                err = {"code": "BASE_TYPE_BAD_LENGTH", "message": f"Must be between 1 and {MAX_POLL_ANSWER} in length."}
+                raise ApiError(400, 50035, "Invalid Form Body", {"poll": {"answers": {str(i): {"_errors": [err]}}}})
+        if not (poll.get("question") or {}).get("text"):
+            err = {"code": "BASE_TYPE_REQUIRED", "message": "This field is required"}
+            raise ApiError(400, 50035, "Invalid Form Body", {"poll": {"question": {"_errors": [err]}}})
+        hours = poll.get("duration") or 24
+        expiry = datetime.now(UTC) + timedelta(hours=hours)
+        return {
+            "question": {"text": poll["question"]["text"]},
+            "answers": [
+                {"answer_id": i, "poll_media": {"text": a["poll_media"]["text"]}} for i, a in enumerate(answers, 1)
+            ],
+            "expiry": expiry.isoformat(),
+            "allow_multiselect": bool(poll.get("allow_multiselect")),
+            "layout_type": poll.get("layout_type") or 1,
+            "results": {"answer_counts": [], "is_finalized": False},
+        }
 
     @staticmethod
     def _check_content(content: str) -> None:

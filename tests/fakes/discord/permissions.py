@@ -23,6 +23,7 @@ NAMES = {
     P.SEND_MESSAGES_IN_THREADS: "Send Messages in Threads",
     P.MANAGE_THREADS: "Manage Threads",
     P.MANAGE_MESSAGES: "Manage Messages",
+    P.SEND_POLLS: "Send Polls",
 }
 
 

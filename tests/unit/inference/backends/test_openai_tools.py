@@ -161,3 +161,28 @@ async def test_too_many_parallel_calls_are_refused(server: ScriptedServer, backe
     server.sse([{"tool_calls": [call(i, f"c{i}", "calculator", "{}") for i in range(40)]}])
     with pytest.raises(ResponseTooLarge):
         await backend.stream(ASK, PARAMS).text()
+
+
+async def test_a_server_that_streams_nothing_for_tools_is_asked_again_unstreamed(
+    server: ScriptedServer, backend: OpenAIBackend
+):
+    """llama-cpp-python's server answers a streamed request with an automatic tool choice by an empty stream."""
+    calculator = {"id": "a", "type": "function", "function": {"name": "calculator", "arguments": '{"expression":"2"}'}}
+    server.sse([], finish=None, done=False)  # 200, text/event-stream, not one event
+    server.json({"role": "assistant", "content": None, "tool_calls": [calculator]})
+    server.json({"role": "assistant", "content": None, "tool_calls": [calculator]})
+    for _ in range(2):
+        stream = backend.stream(ASK, PARAMS)
+        assert await stream.text() == ""
+        assert [(c.name, c.arguments) for c in stream.tool_calls] == [("calculator", {"expression": "2"})]
+    # Asked once streamed, then unstreamed, and unstreamed from then on.
+    assert [body["stream"] for body in server.bodies] == [True, False, False]
+
+
+async def test_an_empty_stream_without_tools_is_still_an_error(server: ScriptedServer, backend: OpenAIBackend):
+    from inference.errors import BackendUnavailable
+
+    server.sse([], finish=None, done=False)
+    with pytest.raises(BackendUnavailable, match="ended without"):
+        await backend.stream(ASK, GenerationParams(max_new_tokens=8)).text()
+    assert len(server.bodies) == 1

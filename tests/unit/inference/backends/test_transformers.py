@@ -284,3 +284,42 @@ async def test_labels_with_spaces_can_be_written(models: dict[str, Path], tmp_pa
     assert (
         await backend.stream(MESSAGES, GenerationParams(max_new_tokens=10, constraint=labels)).text() in labels.choices
     )
+
+
+def _fake_hub_download(cache_dir: Path, repo_id: str, model: Path) -> None:
+    """Lay ``model`` out as the hub client leaves a finished download (refs/main -> snapshots/<commit>)."""
+    import shutil
+
+    repo = cache_dir / "hub" / ("models--" + repo_id.replace("/", "--"))
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(model, repo / "snapshots" / commit)
+
+
+async def test_a_downloaded_preferred_model_is_loaded_instead_of_the_source(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    _fake_hub_download(tmp_path, "example/larger-instruct", models["gpt2"])
+    backend = _backend(models["llama"], tmp_path, prefer="example/larger-instruct")
+    await backend.start()
+    assert backend.loaded_source == "example/larger-instruct"
+    assert backend._model.config.model_type == "gpt2"  # the preferred model, not the llama source
+
+
+async def test_without_the_preferred_model_the_source_stands_in_and_says_so(
+    models: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = _backend(models["llama"], tmp_path, prefer="example/not-downloaded")
+    with caplog.at_level(logging.WARNING, logger="inference.backends.transformers"):
+        await backend.start()
+    assert backend.loaded_source == str(models["llama"])
+    assert backend._model.config.model_type == "llama"
+    assert "example/not-downloaded is not downloaded" in caplog.text and "stands in" in caplog.text
+
+
+def test_prefer_must_be_a_hub_id() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="model hub id"):
+        TransformersModel(source="packaged:smollm2", tier="large", prefer="not a hub id")

@@ -133,7 +133,7 @@ def test_code_blocks_and_language_guesses() -> None:
     [
         ("rag", "No documents are indexed on this server yet"),
         ("tool_use", "can't look things up or run tools"),
-        ("agent", "multi-step"),
+        ("agent", "start one with `/agent goal`"),
     ],
 )
 def test_unfilled_tasks_say_honestly_what_they_cannot_do(task: str, words: str) -> None:

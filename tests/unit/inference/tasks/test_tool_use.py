@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 from inference.backends.guidance import llguidance_grammar
 from inference.structured import InvalidOutput, validate
 from inference.tasks.base import Framing, pipeline_for
-from inference.tasks.tool_use import ToolUsePipeline, choice_schema, read_choice
+from inference.tasks.tool_use import MAX_DIRECT_ANSWER_CHARS, ToolUsePipeline, choice_schema, read_choice
 from inference.tools import ToolBox, ToolCall, builtin_tools
 
 TOOLS = ToolBox(builtin_tools())
@@ -58,9 +58,26 @@ def test_the_choice_grammar_compiles_for_the_local_engine_and_validates_text() -
     assert validate(constraint, '{"tool":"roll_dice","arguments":{"dice":"2d6"}}')["tool"] == "roll_dice"
     with pytest.raises(InvalidOutput):
         validate(constraint, '{"tool":"roll_dice","arguments":{"dice":"2d6","sides":6}}')
-    # One example per tool (a shape to copy) and a direct answer, before the request.
+    # One example per tool (a shape to copy) and a direct answer, before the request; the direct one first, so
+    # the last shape a small model reads before the request is a tool call.
     assert prepared.messages[-1].content == "what is 37*91?"
-    assert sum(m.role == "assistant" for m in prepared.messages) == len(TOOLS) + 1
+    shots = [m.content for m in prepared.messages if m.role == "assistant"]
+    assert len(shots) == len(TOOLS) + 1 and '"tool":"none"' in shots[0]
+    assert all('"arguments"' in shot for shot in shots[1:])
+
+
+def test_a_direct_answer_is_bounded_to_what_the_token_budget_can_hold() -> None:
+    """A longer bound would let a long answer run out of tokens inside its string: a document that never closes."""
+
+    def longest(schema: dict[str, Any]) -> int:
+        return int(schema["anyOf"][-1]["properties"]["answer"]["maxLength"])
+
+    assert longest(choice_schema(TOOLS)) == MAX_DIRECT_ANSWER_CHARS
+    assert longest(choice_schema(TOOLS, max_new_tokens=256)) == (256 - 24) * 3
+    assert longest(choice_schema(TOOLS, max_new_tokens=4000)) == MAX_DIRECT_ANSWER_CHARS
+    prepared = ToolUsePipeline().prepare_grammar("hi", TOOLS, max_new_tokens=100)
+    constraint = prepared.params.constraint
+    assert constraint is not None and constraint.schema is not None and longest(constraint.schema) == (100 - 24) * 3
 
 
 def test_only_enabled_tools_are_in_the_grammar() -> None:

@@ -14,6 +14,7 @@ from aiohttp import web
 from inference.errors import ConfigError
 from inference.serving.netguard import Guard
 from inference.tools import ToolBox, ToolCall, default_toolbox
+from inference.tools.base import Tool
 from inference.tools.http import DEFAULT_PATH, HttpTool, HttpToolSpec, load_tools_config
 
 CITY = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 80}}, "required": ["city"]}
@@ -111,8 +112,21 @@ async def test_get_sends_the_arguments_as_the_query_and_reads_json(endpoint: End
 
 
 async def test_post_sends_the_arguments_as_json(endpoint: Endpoint) -> None:
-    assert (await call(tool(endpoint.url("/weather"), method="POST"), city="Bergen"))[0]
+    assert (await call(tool(endpoint.url("/weather"), method="POST", acts=False), city="Bergen"))[0]
     assert endpoint.seen[0]["method"] == "POST" and endpoint.seen[0]["body"] == {"city": "Bergen"}
+
+
+async def test_a_post_acts_unless_the_operator_says_not_and_runs_only_when_confirmed(endpoint: Endpoint) -> None:
+    post = tool(endpoint.url("/weather"), method="POST")
+    assert post.acts and not tool(endpoint.url("/weather")).acts
+    refused = await ToolBox([post]).execute(ToolCall("c", "weather", {"city": "Bergen"}))  # nobody to ask
+    assert refused.unconfirmed and endpoint.seen == []
+
+    async def yes(t: Tool, args: dict[str, Any]) -> bool:
+        return True
+
+    confirmed = await ToolBox([post]).execute(ToolCall("c", "weather", {"city": "Bergen"}), confirm=yes)
+    assert confirmed.ok and endpoint.seen[0]["body"] == {"city": "Bergen"}
 
 
 async def test_invalid_arguments_never_reach_the_endpoint(endpoint: Endpoint) -> None:

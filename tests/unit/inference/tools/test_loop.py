@@ -170,7 +170,7 @@ async def test_the_small_tier_chooses_under_a_grammar_and_the_answer_is_composed
     run = await run_with_tools(board, decision(Tier.SMALL), "what is 37*91?", TOOLS)
     assert run.text == "37*91 = 3367" and run.protocol == "grammar" and len(small.calls) == 1
     (params,) = small.params
-    assert params.constraint is not None and params.constraint.schema == choice_schema(TOOLS)
+    assert params.constraint is not None and params.constraint.schema == choice_schema(TOOLS, max_new_tokens=256)
     assert params.tools == ()  # a local model gets the grammar, not OpenAI tools
     system = small.calls[0][0].content
     assert "- calculator(expression: the arithmetic expression" in system and '"tool":"none"' in system

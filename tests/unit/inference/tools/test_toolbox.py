@@ -136,3 +136,43 @@ async def test_only_enabled_tools_are_offered_or_run() -> None:
     assert spec["type"] == "function" and spec["function"]["parameters"]["required"] == ["expression"]
     result = await box.execute(ToolCall("c", "convert_units", {"value": 1, "from_unit": "km", "to_unit": "m"}))
     assert not result.ok and "no tool named 'convert_units'" in result.output
+
+
+class Poster(Recorder):
+    """A tool that acts (speaks for the bot elsewhere): it may run only when the person confirms."""
+
+    name = "poster"
+    acts = True
+
+
+@pytest.mark.parametrize("answer", [None, False, True, "raises"])
+async def test_a_call_that_acts_runs_only_when_the_person_confirms(answer: object) -> None:
+    tool = Poster()
+    asked: list[tuple[str, dict[str, Any]]] = []
+
+    async def confirm(t: Tool, args: dict[str, Any]) -> bool:
+        asked.append((t.name, args))
+        if answer == "raises":
+            raise RuntimeError("the prompt could not be posted")
+        return bool(answer)
+
+    box = ToolBox([tool])
+    call = ToolCall("c1", "poster", {"n": 1})
+    result = await box.execute(call, confirm=None if answer is None else confirm)
+    if answer is True:
+        assert result.ok and not result.unconfirmed and tool.ran == [{"n": 1}] and asked == [("poster", {"n": 1})]
+    else:
+        assert not result.ok and tool.ran == [] and result.unconfirmed
+        assert "confirm" in result.output
+    # A call with invalid arguments is refused before anyone is asked.
+    asked.clear()
+    bad = await box.execute(ToolCall("c2", "poster", {"n": 99}), confirm=confirm)
+    assert not bad.ok and asked == []
+
+
+async def test_calls_that_do_not_act_never_ask() -> None:
+    async def confirm(t: Tool, args: dict[str, Any]) -> bool:
+        raise AssertionError("asked for a tool that does not act")
+
+    result = await ToolBox([Recorder()]).execute(ToolCall("c1", "recorder", {"n": 2}), confirm=confirm)
+    assert result.ok
