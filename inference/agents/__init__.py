@@ -33,6 +33,7 @@ from inference.structured import generate
 from inference.tasks.base import DATA_NOT_INSTRUCTIONS
 from inference.tasks.tool_use import ToolUsePipeline, read_choice
 from inference.tools.base import Confirm, Tool, ToolBox, ToolError, ToolResult
+from inference.tools.loop import is_endpoint, other_tier
 from inference.types import ChatMessage, GenerationParams, RouteDecision, ToolCall
 
 if TYPE_CHECKING:
@@ -279,18 +280,10 @@ class _Agent:
 
     # -- the loop -------------------------------------------------------------------------------------------
     def is_endpoint(self) -> bool:
-        catalogue = self.catalogue or self.board.catalogue
-        return catalogue.get(self.decision.model).kind == "openai"
+        return is_endpoint(self.board, self.decision, self.catalogue)
 
     def fallback(self) -> RouteDecision | None:
-        """The other tier's model for this goal, or None when it is the same model."""
-        policy = self.board.router.policy
-        if self.overrides is not None:
-            policy = self.overrides.apply(policy)
-        model = self.board.resolve(policy.models[self.decision.tier.other])
-        if model == self.decision.model:
-            return None
-        return replace(self.decision, tier=self.decision.tier.other, model=model)
+        return other_tier(self.board, self.decision, self.overrides)
 
     async def run(self) -> AgentRun:
         protocol: Literal["native", "grammar"] = "native" if self.is_endpoint() else "grammar"

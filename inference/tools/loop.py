@@ -108,6 +108,22 @@ async def run_with_tools(
         raise BackendTimeout(f"tool use took longer than {time_limit_s:g}s", backend=decision.model) from None
 
 
+def other_tier(board: Switchboard, decision: RouteDecision, overrides: RoutingOverrides | None) -> RouteDecision | None:
+    """The other tier's model for this request (the server's overrides applied), or None when it is the same."""
+    policy = board.router.policy
+    if overrides is not None:
+        policy = overrides.apply(policy)
+    model = board.resolve(policy.models[decision.tier.other])
+    if model == decision.model:
+        return None
+    return replace(decision, tier=decision.tier.other, model=model)
+
+
+def is_endpoint(board: Switchboard, decision: RouteDecision, catalogue: Catalogue | None) -> bool:
+    """Whether the chosen model is an OpenAI-compatible endpoint (the native tools protocol) or a local model."""
+    return (catalogue or board.catalogue).get(decision.model).kind == "openai"
+
+
 class _Runner:
     def __init__(
         self,
@@ -128,18 +144,10 @@ class _Runner:
         self.notes: list[str] = []
 
     def fallback(self) -> RouteDecision | None:
-        """The other tier's model for this request, or None when it is the same model."""
-        policy = self.board.router.policy
-        if self.overrides is not None:
-            policy = self.overrides.apply(policy)
-        model = self.board.resolve(policy.models[self.decision.tier.other])
-        if model == self.decision.model:
-            return None
-        return replace(self.decision, tier=self.decision.tier.other, model=model)
+        return other_tier(self.board, self.decision, self.overrides)
 
     def is_endpoint(self) -> bool:
-        catalogue = self.catalogue or self.board.catalogue
-        return catalogue.get(self.decision.model).kind == "openai"
+        return is_endpoint(self.board, self.decision, self.catalogue)
 
     async def _run_calls(self, calls: Sequence[ToolCall]) -> list[ToolResult]:
         batch = await self.toolbox.execute_all(calls[:MAX_CALLS_PER_ROUND], confirm=self.confirm)
