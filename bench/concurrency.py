@@ -6,14 +6,16 @@
 
 Three measurements, greedy, at most ``--tokens`` new tokens per answer, answers ending at EOS as in production:
 
-- single stream: the prompts one after another, alone (the baseline);
-- in-process: ``--clients`` requests at once through the small tier's backend behind the resilience layer
-  (its configured batch and queue from config/models.yaml);
-- HTTP: ``python -m bot serve`` in a subprocess and ``--clients`` streaming OpenAI chat-completions clients
-  (aiohttp) at once, model ``smollm2-onnx``.
+- in-process: the small tier's backend behind the resilience layer (its configured batch and queue from
+  config/models.yaml): first the prompts one after another, alone (single stream), then ``--clients`` requests
+  at once;
+- HTTP: ``python -m bot serve`` in a subprocess, model ``smollm2-onnx``: first one streaming OpenAI
+  chat-completions client at a time (single stream), then ``--clients`` streaming clients (aiohttp) at once. The
+  server adds its task's system prompt, so its answers differ from the in-process ones: each burst is compared
+  with the single stream of its own path.
 
 Reported: requests served vs refused as busy, aggregate tokens/s (all generated tokens / wall time of the burst)
-and its ratio to single-stream tokens/s, time to first token p50 / p95 / max, and the machine's load average
+and its ratio to the same path's single-stream tokens/s, time to first token p50 / p95 / max, and the load average
 (the number of runnable processes; this machine has few cores and other jobs share them). Generated tokens are
 counted by re-tokenising each answer with the model's tokenizer, the same way in every mode. No assertions.
 """
@@ -76,6 +78,8 @@ class Row:
     tokens: int = 0
     load: tuple[float, float] = (0.0, 0.0)
     note: str = ""
+    #: The single-stream row this burst is compared with (None: this row is a single stream).
+    base: Row | None = None
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -130,7 +134,7 @@ async def _one(backend: Any, prompt: str, tokens: int) -> Result:
 
 
 async def single_stream(backend: Any, n: int, tokens: int) -> Row:
-    row = Row("single stream (one request at a time)")
+    row = Row("in-process, one request at a time")
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     for prompt in PROMPTS[:n]:
@@ -140,8 +144,8 @@ async def single_stream(backend: Any, n: int, tokens: int) -> Row:
     return row
 
 
-async def inprocess_burst(backend: Any, clients: int, tokens: int) -> Row:
-    row = Row(f"in-process, {clients} at once")
+async def inprocess_burst(backend: Any, clients: int, tokens: int, base: Row) -> Row:
+    row = Row(f"in-process, {clients} at once", base=base)
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(clients)]
@@ -211,10 +215,11 @@ async def _http_one(session: Any, url: str, prompt: str, tokens: int) -> Result:
     return result
 
 
-async def http_burst(clients: int, tokens: int) -> Row:
+async def http_rows(clients: int, tokens: int, single: int) -> list[Row]:
     import aiohttp
 
-    row = Row(f"`python -m bot serve`, {clients} streaming HTTP clients")
+    alone = Row("`python -m bot serve`, one client at a time")
+    row = Row(f"`python -m bot serve`, {clients} streaming HTTP clients", base=alone)
     proc, url = _start_server()
     try:
         timeout = aiohttp.ClientTimeout(total=600)
@@ -223,6 +228,12 @@ async def http_burst(clients: int, tokens: int) -> Row:
             warm = await _http_one(session, url, PROMPTS[0], 4)  # loads the model: not part of the burst
             if warm.error:
                 raise SystemExit(f"the server could not answer: {warm.error}")
+            load0 = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            for prompt in PROMPTS[:single]:
+                alone.results.append(await _http_one(session, url, prompt, tokens))
+            alone.wall_s = time.perf_counter() - t0
+            alone.load = (load0, os.getloadavg()[0])
             load0 = os.getloadavg()[0]
             t0 = time.perf_counter()
             prompts = [PROMPTS[i % len(PROMPTS)] for i in range(clients)]
@@ -235,7 +246,7 @@ async def http_burst(clients: int, tokens: int) -> Row:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-    return row
+    return [alone, row]
 
 
 # -- report -----------------------------------------------------------------------------------------------------
@@ -251,9 +262,12 @@ def _count_tokens(rows: list[Row], cache_dir: Path) -> None:
         row.tokens = sum(len(tokenizer(r.text, add_special_tokens=False)["input_ids"]) for r in row.results)
 
 
+def _rate(row: Row) -> float:
+    return row.tokens / row.wall_s if row.wall_s else 0.0
+
+
 def table(rows: list[Row], clients: int, tokens: int) -> str:
-    base = rows[0]
-    base_rate = base.tokens / base.wall_s if base.wall_s else 0.0
+    single = next((len(row.results) for row in rows if row.base is None), 0)
     lines = [
         "| run | served | busy / failed | tokens | wall | aggregate tok/s | vs single stream "
         "| first token p50 / p95 / max | load avg before -> after |",
@@ -265,7 +279,8 @@ def table(rows: list[Row], clients: int, tokens: int) -> str:
         failed = len(row.results) - len(ok) - busy
         ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
         ttft = " / ".join(_ms(_pct(ttfts, q)) for q in (0.5, 0.95, 1.0)) if ttfts else "-"
-        rate = row.tokens / row.wall_s if row.wall_s else 0.0
+        rate = _rate(row)
+        base_rate = _rate(row.base or row)
         ratio = f"{rate / base_rate:.2f}x" if base_rate else "-"
         name = f"{row.name} ({row.note})" if row.note else row.name
         lines.append(
@@ -278,7 +293,8 @@ def table(rows: list[Row], clients: int, tokens: int) -> str:
         f"SmolLM2-135M-Instruct, {MODEL} ({spec.runtime} {spec.precision}, CPU), greedy, at most {tokens} new tokens, "
         f"{clients} distinct prompts sent at once; batch {spec.limits.max_concurrency}, queue "
         f"{spec.limits.max_queue} (config/models.yaml). Single stream: the first "
-        f"{len(base.results)} prompts one after another. Tokens: each answer re-tokenised. Load average: "
+        f"{single} prompts one after another, each burst against the single stream of its own path. "
+        "Tokens: each answer re-tokenised. Load average: "
         f"{os.cpu_count()} cores shared with other jobs."
     )
     return "\n".join(lines)
@@ -291,16 +307,16 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
     if not is_prepared(_spec(), cache_dir):
         raise SystemExit(f"{MODEL} is not prepared in {cache_dir}: run `python -m bot models prepare` first")
     rows: list[Row] = []
-    backend = await _backend(cache_dir)
-    try:
-        await _one(backend, PROMPTS[0], 4)  # warm-up: first-run allocations are not part of any figure
-        rows.append(await single_stream(backend, args.single, args.tokens))
-        if "inprocess" in args.modes:
-            rows.append(await inprocess_burst(backend, args.clients, args.tokens))
-    finally:
-        await backend.aclose()
+    if "inprocess" in args.modes:
+        backend = await _backend(cache_dir)
+        try:
+            await _one(backend, PROMPTS[0], 4)  # warm-up: first-run allocations are not part of any figure
+            base = await single_stream(backend, args.single, args.tokens)
+            rows += [base, await inprocess_burst(backend, args.clients, args.tokens, base)]
+        finally:
+            await backend.aclose()
     if "http" in args.modes:
-        rows.append(await http_burst(args.clients, args.tokens))
+        rows += await http_rows(args.clients, args.tokens, args.single)
     _count_tokens(rows, cache_dir)
     return rows
 

@@ -203,7 +203,7 @@ def table(results: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| task classifier | {results.get('classifier', {}).get('provider', 'error')} | "
         f"median {results.get('classifier', {}).get('median_ms', '?')} ms per route |",
-        f"| small tier, {small.get('precision', '?')} export (onnxruntime-genai) | {small.get('provider', 'error')} | "
+        f"| small tier, {small.get('precision', '?')} genai export | {small.get('provider', 'error')} | "
         f"decode {small.get('decode_tok_s', '?')} tok/s |",
         f"| PyTorch (fp16 on CUDA, else fp32) | {torch_.get('provider', 'error')} | "
         f"decode {torch_.get('decode_tok_s', '?')} tok/s |",

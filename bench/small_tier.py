@@ -71,7 +71,9 @@ PROMPTS = [
     "Write a SQL query that counts the rows in a table called orders.",
     "What should I pack for a weekend hiking trip?",
 ]
-#: name -> (backend kind, runtime, precision). genai-int4-exact is the default export (the GGUF's
+#: name -> (backend kind, runtime, precision). genai-* are the genai exports run as the product runs them (on CPU,
+#: Switchboard's batched ONNX Runtime decoder, inference/backends/ort_decoder.py, here one request at a time).
+#: genai-int4-exact is the default export (the GGUF's
 #: exact grids, fp32 activations); genai-int4 is the fast one (same 4-bit grid, int8 activations, the
 #: builder's re-rounded int8 head); genai-int4-plain is the model builder's plain int4.
 VARIANTS: dict[str, tuple[str, str, str]] = {

@@ -1,20 +1,17 @@
-"""Batched generation for the genai small tier: requests waiting for the model are served together.
+"""Continuous batching for the small tier: the requests waiting for the model are decoded together.
 
-onnxruntime-genai 0.13.2 has an ``Engine`` (``add_request`` / ``step`` / ``remove_request``) that decodes
-the requests it holds as one batch, each with its own prompt length and no padding, so greedy answers stay
-identical to one-at-a-time generation (padding a batched ``Generator`` instead changes them). On this export
-(no paged attention) it schedules *statically*: it takes a batch of up to four and runs it until every
-request in it is done. In this version configuring its batch size (``engine.static_batching`` in
-genai_config.json) aborts the process, ``remove_request`` does not stop a running request, and ``step``
-raises when the last running request has just reached EOS.
+One worker thread per model runs a loop of two moves:
 
-So one :class:`EngineBatcher` drives several engines ("lanes") from one worker thread, one ``step`` per
-lane in turn: requests that arrive while a batch runs start at once in a fresh lane instead of waiting for
-that batch to end (continuous admission at lane granularity), up to ``max_batch`` requests in all; a new
-lane waits a few milliseconds (``gather_s``) for the rest of a burst before its first step. Each
-request streams its own tokens to its own consumer and finishes on its own (EOS, its length, the
-consumer's stop strings or cancel). A cancelled request's tokens are dropped; a lane whose requests are
-all cancelled is thrown away, which is the only way to stop its compute. An engine serves one batch.
+- *admit*: requests that arrived are prefilled together (right-padded, one model run for up to
+  ``prefill_tokens`` prompt tokens) and join the running batch with their first token;
+- *step*: one model run gives every row of the batch its next token; rows that are done (EOS, their length,
+  cancelled) leave at once, so a short answer never waits for a long one and its place is free for the next
+  request.
+
+A request that arrives while a batch runs waits at most one step to start. Each request streams its own tokens
+to its own consumer, chooses them its own way (greedy, sampled, or masked by a grammar) and ends on its own.
+The model itself is a :class:`Decoder` (``inference.backends.ort_decoder`` on ONNX Runtime); the worker holds
+the batch's KV cache between steps. The worker runs only while there is work, so an idle model holds no thread.
 """
 
 from __future__ import annotations
@@ -22,74 +19,138 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
 
 from inference.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
-#: How many requests one genai Engine batches together (fixed by onnxruntime-genai 0.13.2, see above).
-LANE_SIZE = 4
-#: How long a new lane waits for more requests before its first step: clients of a burst arrive a few
-#: milliseconds apart (HTTP, Discord), and a lane that started with one request can take no more.
-GATHER_S = 0.03
-#: The same while other lanes are running: a burst is under way, its requests trickle in (each one classified and
-#: routed first), and a lane of one would cost a forward pass per token for that one request alone.
-GATHER_BUSY_S = 0.25
-#: onnxruntime-genai holds the GIL through every ``step`` that runs the model (tens to hundreds of ms). After each
-#: one the worker sleeps this long, so the event loop and the consumers' threads get to run: without it the first
-#: tokens of a burst reach their clients only once every lane has been prefilled, and HTTP clients queue at accept.
-YIELD_S = 0.004
-#: A step shorter than this only handed out a token the last forward pass computed: no need to yield after it.
-_FORWARD_S = 0.001
+#: Prompt tokens (padding included) prefilled in one model run: a burst of chat prompts goes in one run, while a
+#: long document is prefilled alone and the running answers wait for one prefill, not for a whole queue of them.
+PREFILL_TOKENS = 1024
 #: How often a consumer waiting for its next token re-checks its stop flag (seconds).
 _POLL_S = 0.05
 _END = object()
 
+State = TypeVar("State")
 
-class EngineLike(Protocol):
-    """What the batcher uses of ``onnxruntime_genai.Engine``."""
 
-    def add_request(self, request: Any) -> None: ...
-    def has_pending_requests(self) -> bool: ...
-    def step(self) -> Any: ...
-    def remove_request(self, request: Any) -> None: ...
+class Decoder(Protocol, Generic[State]):
+    """A causal LM run a batch of rows at a time; ``State`` is the batch's KV cache."""
+
+    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, State]:
+        """The next-token logits of each prompt [rows, vocab], and their cache."""
+        ...
+
+    def step(self, state: State, tokens: list[int]) -> tuple[np.ndarray, State]:
+        """Append one token per row: the next logits [rows, vocab], and the grown cache."""
+        ...
+
+    def select(self, state: State, keep: list[int]) -> State | None:
+        """The cache of rows ``keep`` only (None when empty)."""
+        ...
+
+    def join(self, first: State | None, second: State) -> State:
+        """One cache holding ``first``'s rows, then ``second``'s."""
+        ...
+
+
+class TokenChooser(Protocol):
+    """Picks a request's next token from its logits row (and follows what was picked, for grammars)."""
+
+    def choose(self, logits: np.ndarray) -> int: ...
+
+
+class Greedy:
+    def choose(self, logits: np.ndarray) -> int:
+        return int(np.argmax(logits))
+
+
+class Sampler:
+    """Temperature, top-k and nucleus (top-p) sampling, as onnxruntime-genai and transformers do it."""
+
+    def __init__(self, temperature: float, top_p: float = 1.0, top_k: int = 50, seed: int | None = None) -> None:
+        if temperature <= 0:
+            raise ValueError("temperature must be positive (greedy decoding is Greedy)")
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
+        self._rng = np.random.default_rng(seed)
+
+    def choose(self, logits: np.ndarray) -> int:
+        k = min(self.top_k, logits.shape[-1]) if self.top_k > 0 else logits.shape[-1]
+        top = np.argpartition(logits, -k)[-k:]
+        top = top[np.argsort(logits[top])[::-1]]  # best first
+        scaled = logits[top].astype(np.float64) / self.temperature
+        probs = np.exp(scaled - scaled.max())
+        probs /= probs.sum()
+        if self.top_p < 1.0:
+            keep = int(np.searchsorted(np.cumsum(probs), self.top_p)) + 1  # the smallest set reaching top_p
+            probs = probs[:keep] / probs[:keep].sum()
+            top = top[:keep]
+        return int(top[self._rng.choice(len(top), p=probs)])
+
+
+class Guided:
+    """A grammar's mask over each step's logits (``GenaiGuide``), then another chooser on what is allowed."""
+
+    def __init__(self, guide: Any, inner: TokenChooser) -> None:
+        self.guide, self.inner = guide, inner
+
+    def choose(self, logits: np.ndarray) -> int:
+        token = self.inner.choose(self.guide.mask(np.array(logits, dtype=np.float32)))
+        self.guide.consume(token)
+        return token
 
 
 @dataclass(eq=False)
 class BatchJob:
-    """One request in the batcher: its prompt, its limits, and the queue its tokens arrive on."""
+    """One request in the batcher: its prompt, its limits, and the queue its tokens arrive on.
+
+    The tokens end with the EOS id when the model ended the answer itself.
+    """
 
     prompt: list[int]
     max_new_tokens: int
-    #: Sampling options for the request's GeneratorParams (``do_sample``, ``temperature``...).
-    options: dict[str, Any]
-    #: The token ``tokens`` ends with when the model stopped by itself (the engine drops EOS).
-    eos_id: int | None
+    eos_ids: frozenset[int]
+    chooser: TokenChooser = field(default_factory=Greedy)
     produced: int = 0
+    #: The token the model reads next (the last one handed out).
+    last_token: int = -1
     cancelled: threading.Event = field(default_factory=threading.Event)
     _out: queue.SimpleQueue[object] = field(default_factory=queue.SimpleQueue)
-    _ended_at_eos: bool = False
+    _done: bool = False
 
     def cancel(self) -> None:
         self.cancelled.set()
 
     # -- the worker's side ----------------------------------------------------------------------------
-    def _push(self, token: int) -> None:
+    def _take(self, logits: np.ndarray) -> bool:
+        """Choose and hand out the next token; True while the job goes on."""
+        try:
+            token = self.chooser.choose(logits)
+        except Exception as exc:  # a grammar that lost track fails this request only
+            self._finish(BackendUnavailable(f"generation failed: {exc}"))
+            return False
         self.produced += 1
+        self.last_token = token
         self._out.put(token)
+        if token in self.eos_ids or self.produced >= self.max_new_tokens or self.cancelled.is_set():
+            self._finish()
+            return False
+        return True
 
     def _finish(self, error: BaseException | None = None) -> None:
-        self._ended_at_eos = error is None and self.produced < self.max_new_tokens
-        self._out.put(error if error is not None else _END)
+        if not self._done:
+            self._done = True
+            self._out.put(error if error is not None else _END)
 
     # -- the consumer's side --------------------------------------------------------------------------
     def tokens(self, stop: threading.Event) -> Generator[int, None, None]:
-        """The generated ids as they come, then EOS if the model ended the answer; returns soon after ``stop``."""
+        """The generated ids as they come; returns soon after ``stop``."""
         try:
             while True:
                 try:
@@ -99,74 +160,46 @@ class BatchJob:
                         return
                     continue
                 if item is _END:
-                    if self._ended_at_eos and self.eos_id is not None:
-                        yield self.eos_id
                     return
                 if isinstance(item, BaseException):
                     raise item
                 assert isinstance(item, int)
                 yield item
         finally:
-            self.cancel()  # the worker drops whatever else it computes for us
+            self.cancel()  # the worker drops the row at its next step
 
 
-@dataclass(eq=False)
-class _Lane:
-    """One genai Engine and the requests in its current batch."""
-
-    engine: EngineLike
-    jobs: dict[int, BatchJob] = field(default_factory=dict)
-    #: The genai Request of each job, by the same key.
-    requests: dict[int, Any] = field(default_factory=dict)
-    #: Still taking requests: nothing has been stepped yet.
-    open: bool = True
-    opened_at: float = field(default_factory=time.monotonic)
-
-
-class EngineBatcher:
-    """Serves :class:`BatchJob` s in batches on genai Engines, from one worker thread per batcher.
-
-    ``new_engine()`` makes an Engine; ``new_request(job)`` makes the genai Request for a job (prompt
-    appended, search options set). The worker thread runs only while there is work, so an idle batcher
-    holds no thread.
-    """
+class ContinuousBatcher(Generic[State]):
+    """Serves :class:`BatchJob` s on a :class:`Decoder`, up to ``max_batch`` rows at once, from one worker thread."""
 
     def __init__(
-        self,
-        name: str,
-        new_engine: Callable[[], EngineLike],
-        new_request: Callable[[BatchJob], Any],
-        *,
-        max_batch: int,
-        lane_size: int = LANE_SIZE,
-        gather_s: float = GATHER_S,
-        gather_busy_s: float = GATHER_BUSY_S,
+        self, name: str, decoder: Decoder[State], *, max_batch: int, prefill_tokens: int = PREFILL_TOKENS
     ) -> None:
-        if max_batch < 1 or lane_size < 1:
-            raise ValueError("max_batch and lane_size must be at least 1")
+        if max_batch < 1 or prefill_tokens < 1:
+            raise ValueError("max_batch and prefill_tokens must be at least 1")
         self.name = name
+        self.decoder = decoder
         self.max_batch = max_batch
-        self.lane_size = lane_size
-        self.gather_s = gather_s
-        self.gather_busy_s = max(gather_s, gather_busy_s)
-        self._new_engine = new_engine
-        self._new_request = new_request
+        self.prefill_tokens = prefill_tokens
         self._cond = threading.Condition()
         self._waiting: deque[BatchJob] = deque()
-        self._lanes: list[_Lane] = []
+        self._rows: list[BatchJob] = []
+        self._state: State | None = None
         self._worker: threading.Thread | None = None
         self._closed = False
-        self._next_id = 0
         #: The most requests that were ever decoding at once (benchmarks report it).
         self.peak_active = 0
-        #: Why a batch failed, once one did: the backend then goes back to one request at a time (an engine that
-        #: fails on this device, e.g. a provider the Engine does not support, must not take the tier down).
+        #: Why a batch step failed, once one did: the backend then generates one request at a time.
         self.broken: str | None = None
 
     @property
     def active(self) -> int:
-        """Requests in a lane (cancelled ones included: their batch still computes them)."""
-        return sum(len(lane.jobs) for lane in self._lanes)
+        """Requests in the running batch."""
+        return len(self._rows)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
 
     def submit(self, job: BatchJob) -> BatchJob:
         self.submit_many([job])
@@ -179,16 +212,14 @@ class EngineBatcher:
                 raise BackendUnavailable(f"{self.name} is closed", backend=self.name)
             self._waiting.extend(jobs)
             if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name=f"genai-batcher-{self.name}", daemon=True)
+                self._worker = threading.Thread(target=self._run, name=f"switchboard-batcher-{self.name}", daemon=True)
                 self._worker.start()
-            self._cond.notify()
 
     def close(self) -> None:
-        """Fail what is waiting and stop the worker after its current step."""
+        """Fail what is waiting and stop the worker after its current model run."""
         with self._cond:
             self._closed = True
             worker = self._worker
-            self._cond.notify()
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout=60)
 
@@ -204,115 +235,85 @@ class EngineBatcher:
                 self._worker = None
 
     def _cycle(self) -> bool:
-        """Admit what waits, then one step per busy lane. False once there is nothing left to do."""
+        """Admit what waits (one prefill), then one step for the batch. False once there is nothing left to do."""
         with self._cond:
             if self._closed:
                 self._fail_all(BackendUnavailable(f"{self.name} is closed", backend=self.name))
                 self._worker = None
                 return False
-            new: list[BatchJob] = []
-            while self._waiting and self.active + len(new) < self.max_batch:
-                job = self._waiting.popleft()
-                if job.cancelled.is_set():
-                    job._finish()
-                else:
-                    new.append(job)
-            if not new and self.active == 0:
+            new = self._next_group()
+            if not new and not self._rows:
                 self._worker = None  # idle: the thread ends; the next submit starts another
                 return False
-        for job in new:
-            self._admit(job)
-        self.peak_active = max(self.peak_active, self.active)
-        now, stepped, gathering = time.monotonic(), False, []
-        busy = any(not lane.open for lane in self._lanes)
-        window = self.gather_busy_s if busy else self.gather_s
-        for lane in list(self._lanes):
-            if not lane.jobs:
-                continue
-            if lane.open and len(lane.jobs) < self.lane_size and now - lane.opened_at < window:
-                gathering.append(lane.opened_at + window - now)
-                continue
-            self._step(lane)
-            stepped = True
-        if not stepped and gathering:
-            with self._cond:  # nothing to compute yet: wait for more requests or the end of the window
-                if not self._waiting and not self._closed:
-                    self._cond.wait(min(gathering))
+        if new:
+            self._admit(new)
+        self._leave()
+        if self._rows:
+            self._step()
+            self._leave()
         return True
 
-    def _admit(self, job: BatchJob) -> None:
-        lane = next((x for x in self._lanes if x.open and len(x.jobs) < self.lane_size), None)
-        if lane is None:
-            lane = _Lane(self._new_engine())
-            self._lanes.append(lane)
-        try:
-            request = self._new_request(job)
-            key = self._next_id = self._next_id + 1
-            request.set_opaque_data(key)
-            lane.engine.add_request(request)
-        except Exception as exc:  # a prompt the engine refuses fails that request, not the batch
-            job._finish(BackendUnavailable(f"{self.name}: generation failed: {exc}", backend=self.name))
-            if not lane.jobs:
-                self._lanes.remove(lane)
-            return
-        lane.jobs[key] = job
-        lane.requests[key] = request
+    def _next_group(self) -> list[BatchJob]:
+        """The waiting jobs to prefill now: as many as the batch has room for and one prefill holds."""
+        group: list[BatchJob] = []
+        width = 0
+        while self._waiting and len(self._rows) + len(group) < self.max_batch:
+            job = self._waiting[0]
+            if job.cancelled.is_set():
+                self._waiting.popleft()._finish()
+                continue
+            wider = max(width, len(job.prompt))
+            if group and wider * (len(group) + 1) > self.prefill_tokens:
+                break
+            group.append(self._waiting.popleft())
+            width = wider
+        return group
 
-    def _step(self, lane: _Lane) -> None:
-        if all(job.cancelled.is_set() for job in lane.jobs.values()):
-            # Nobody wants this batch any more, and the engine cannot stop a running request: drop it.
-            for job in lane.jobs.values():
-                job._finish()
-            self._lanes.remove(lane)
-            return
-        lane.open = False
+    def _admit(self, group: list[BatchJob]) -> None:
         try:
-            try:
-                began = time.perf_counter()
-                ready = lane.engine.step()
-                if time.perf_counter() - began > _FORWARD_S:
-                    time.sleep(YIELD_S)  # hand the GIL over (see YIELD_S)
-            except Exception:
-                # A request that reached EOS on this step is done but not "ready": when it was the only one
-                # left, step raises ("Expected at least one request to be ready"). Done requests are no error.
-                if not any(request.is_done() for request in lane.requests.values()):
-                    raise
-                ready = None
-            if ready is not None:
-                self._collect(lane, ready.get_opaque_data())
-            for key in [k for k, request in lane.requests.items() if request.is_done()]:
-                self._collect(lane, key)
+            logits, state = self.decoder.prefill([job.prompt for job in group])
+        except Exception as exc:  # e.g. a prompt the model cannot take: those requests fail, the batch goes on
+            log.warning("%s: prefill of %d failed: %s", self.name, len(group), exc)
+            for job in group:
+                job._finish(BackendUnavailable(f"{self.name}: generation failed: {exc}", backend=self.name))
+            return
+        going = [i for i, job in enumerate(group) if job._take(logits[i])]
+        if going:
+            kept = state if len(going) == len(group) else self.decoder.select(state, going)
+            assert kept is not None
+            self._state = self.decoder.join(self._state, kept)
+            self._rows.extend(group[i] for i in going)
+        self.peak_active = max(self.peak_active, len(self._rows))
+
+    def _step(self) -> None:
+        assert self._state is not None
+        try:
+            logits, self._state = self.decoder.step(self._state, [job.last_token for job in self._rows])
         except Exception as exc:  # ORT errors carry no useful type: every request of the batch fails
-            log.warning(
-                "%s: a batch of %d failed: %s; one request at a time from now on", self.name, len(lane.jobs), exc
-            )
+            log.warning("%s: a batch of %d failed: %s; one request at a time from now on", self.name, self.active, exc)
             self.broken = str(exc)
             error = BackendUnavailable(f"{self.name}: generation failed: {exc}", backend=self.name)
-            for job in lane.jobs.values():
+            for job in self._rows:
                 job._finish(error)
-            lane.jobs.clear()
-        if not lane.jobs:
-            # Batch over. An engine is not reused: its static batch keeps state from the last one.
-            self._lanes.remove(lane)
-
-    def _collect(self, lane: _Lane, key: int) -> None:
-        """Hand a request's new tokens to its job; finish the job when the request is done."""
-        request, job = lane.requests.get(key), lane.jobs.get(key)
-        if request is None or job is None:
+            self._rows, self._state = [], None
             return
-        while request.has_unseen_tokens():
-            token = int(request.get_unseen_token())
-            if not job.cancelled.is_set() and job.produced < job.max_new_tokens:
-                job._push(token)
-        if request.is_done():
-            lane.engine.remove_request(request)
-            del lane.jobs[key], lane.requests[key]
-            job._finish()
+        for job, row in zip(self._rows, logits, strict=True):
+            job._take(row)
+
+    def _leave(self) -> None:
+        """Drop the rows that are done or that nobody reads any more."""
+        keep = [i for i, job in enumerate(self._rows) if not job._done and not job.cancelled.is_set()]
+        if len(keep) == len(self._rows):
+            return
+        for i, job in enumerate(self._rows):
+            if i not in keep:
+                job._finish()
+        self._state = self.decoder.select(self._state, keep) if self._state is not None else None
+        self._rows = [self._rows[i] for i in keep]
 
     def _fail_all(self, error: BaseException) -> None:
-        for lane in self._lanes:
-            for job in lane.jobs.values():
-                job._finish(error)
-        self._lanes.clear()
+        for job in self._rows:
+            job._finish(error)
+        self._rows, self._state = [], None
         while self._waiting:
             self._waiting.popleft()._finish(error)

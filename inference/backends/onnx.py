@@ -9,9 +9,11 @@ Two runtimes, picked by the catalogue's ``runtime``:
 Both encode and decode with the transformers tokenizer saved beside the export: onnxruntime-genai's
 own tokenizer mis-decodes the GGUF-derived SmolLM2 tokenizer.
 
-On genai, concurrent requests are decoded together (``inference.backends.batching``), up to the model's
-``limits.max_concurrency`` at once; guided-decoding requests, which mask the logits of every step, run
-one at a time beside the batch. The optimum runtime stays one request at a time.
+On CPU a genai export does not go through onnxruntime-genai at all: Switchboard runs the same graph on a plain
+ONNX Runtime session (``inference.backends.ort_decoder``) with continuous batching (``inference.backends.batching``):
+concurrent requests, guided ones included, are decoded together, up to the model's ``limits.max_concurrency`` at
+once. On a GPU provider (and should the batched decoder fail) onnxruntime-genai generates, one request at a time.
+The optimum runtime stays one request at a time.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from inference.artifacts import TOKENIZER_DIR, export_dir, is_complete
-from inference.backends.batching import BatchJob, EngineBatcher
+from inference.backends.batching import BatchJob, ContinuousBatcher, Greedy, Guided, Sampler, TokenChooser
 from inference.backends.chat_template import eos_token_ids
 from inference.backends.guidance import GenaiGuide, guidance_matcher
 from inference.backends.local import LocalBackend
+from inference.backends.ort_decoder import OrtDecoder
 from inference.backends.transformers import generate_token_ids
 from inference.catalogue import OnnxModel
 from inference.errors import BackendUnavailable, InferenceError
@@ -57,8 +60,11 @@ class OnnxBackend(LocalBackend):
         self.export_path = export_dir(spec, cache_dir)
         self._provider = "not started"
         self._genai_vocab = 0
-        #: Serves unguided genai requests in batches (None on optimum, and before the model is loaded).
-        self.batcher: EngineBatcher | None = None
+        #: Serves genai requests in batches on CPU (None on optimum, on a GPU, and before the model is loaded).
+        self.batcher: ContinuousBatcher[Any] | None = None
+        #: onnxruntime-genai's model: what generates on a GPU, and on CPU should the batched decoder fail.
+        self._genai: Any = None
+        self._genai_lock = threading.Lock()
 
     @property
     def provider(self) -> str:
@@ -89,7 +95,6 @@ class OnnxBackend(LocalBackend):
             if spec.runtime == "genai":
                 self._model, self._provider = self._load_genai()
                 self._genai_vocab = _genai_vocab_size(self.export_path, len(tokenizer))
-                self.batcher = self._new_batcher(self._model)
             else:
                 self._model, self._provider = self._load_optimum()
         except InferenceError:
@@ -116,37 +121,37 @@ class OnnxBackend(LocalBackend):
             if name is None or not available[name]:
                 log.info("%s: %s is not available to onnxruntime-genai here; trying the next", self.name, ort_name)
                 continue
-            config = og.Config(str(self.export_path))
-            config.clear_providers()
-            if name != "cpu":  # no provider entry means CPU
-                config.append_provider(name)
+            if name == "cpu":
+                try:
+                    decoder = OrtDecoder(self.export_path)
+                except Exception as exc:  # an export this decoder does not know: genai runs it, unbatched
+                    log.warning(
+                        "%s: no batched decoder for this export (%s); onnxruntime-genai instead", self.name, exc
+                    )
+                else:
+                    self.batcher = ContinuousBatcher(self.name, decoder, max_batch=self.spec.limits.max_concurrency)
+                    return decoder, "onnxruntime:CPUExecutionProvider"
             try:
-                return og.Model(config), f"onnxruntime-genai:{name}"
+                self._genai = load_genai_model(self.export_path, name)
+                return self._genai, f"onnxruntime-genai:{name}"
             except Exception as exc:  # a GPU present but unusable (driver, memory): try the next one
                 if name == "cpu":
                     raise
                 log.warning("%s: onnxruntime-genai could not start on %s: %s", self.name, name, exc)
         raise BackendUnavailable(f"{self.name}: no usable execution provider", backend=self.name)
 
-    def _new_batcher(self, model: Any) -> EngineBatcher:
-        import numpy as np
-        import onnxruntime_genai as og
-
-        def new_request(job: BatchJob) -> Any:
-            params = og.GeneratorParams(model)
-            params.set_search_options(**job.options)
-            request = og.Request(params)
-            request.add_tokens(np.asarray(job.prompt, dtype=np.int32))
-            return request
-
-        return EngineBatcher(
-            self.name, lambda: og.Engine(model), new_request, max_batch=self.spec.limits.max_concurrency
-        )
+    def genai_model(self) -> Any:
+        """onnxruntime-genai's model, loaded on first use when the batched decoder is what started."""
+        with self._genai_lock:
+            if self._genai is None:
+                self._genai = load_genai_model(self.export_path, "cpu")
+            return self._genai
 
     async def aclose(self) -> None:
         batcher, self.batcher = self.batcher, None
         if batcher is not None:
             await asyncio.to_thread(batcher.close)  # waits for the worker's current step
+        self._genai = None
         await super().aclose()
 
     def _load_optimum(self) -> tuple[Any, str]:
@@ -166,32 +171,39 @@ class OnnxBackend(LocalBackend):
 
     # -- generation ------------------------------------------------------------------------------------
 
-    def _batched(self, params: GenerationParams) -> EngineBatcher | None:
-        """The batcher for this request; None for guided decoding, and once batching has failed here."""
+    def _batched(self) -> ContinuousBatcher[Any] | None:
+        """The batcher; None where there is none, and once a batch has failed here."""
         batcher = self.batcher
-        return batcher if batcher is not None and batcher.broken is None and params.constraint is None else None
+        return batcher if batcher is not None and batcher.broken is None else None
 
     def _exclusive(self, params: GenerationParams) -> bool:
-        return self._batched(params) is None
+        return self._batched() is None
+
+    def _guide(self, params: GenerationParams) -> GenaiGuide | None:
+        if params.constraint is None:
+            return None
+        matcher = guidance_matcher(
+            self._guidance, self._tokenizer, params.constraint,
+            n_vocab=self._genai_vocab, eos_ids=sorted(self._eos_ids),
+        )  # fmt: skip
+        return GenaiGuide(matcher, n_vocab=self._genai_vocab)
 
     def _token_ids(
         self, prompt: list[int], params: GenerationParams, max_new_tokens: int, stop: threading.Event
     ) -> Iterator[int]:
-        batcher = self._batched(params)
-        if batcher is not None:
-            eos = min(self._eos_ids) if self._eos_ids else None
-            options = search_options(len(prompt), params, max_new_tokens)
-            return batcher.submit(BatchJob(prompt, max_new_tokens, options, eos)).tokens(stop)
         if self.spec.runtime == "genai":
-            guide = None
-            if params.constraint is not None:
-                matcher = guidance_matcher(
-                    self._guidance, self._tokenizer, params.constraint,
-                    n_vocab=self._genai_vocab, eos_ids=sorted(self._eos_ids),
-                )  # fmt: skip
-                guide = GenaiGuide(matcher, n_vocab=self._genai_vocab)
+            guide = self._guide(params)
+            batcher = self._batched()
+            if batcher is not None:
+                chooser: TokenChooser = (
+                    Sampler(params.temperature, params.top_p) if params.temperature > 0 else Greedy()
+                )
+                if guide is not None:
+                    chooser = Guided(guide, chooser)
+                job = BatchJob(prompt, max_new_tokens, frozenset(self._eos_ids), chooser)
+                return batcher.submit(job).tokens(stop)
             return genai_token_ids(
-                self._model, prompt, params=params, max_new_tokens=max_new_tokens, stop=stop, guide=guide
+                self.genai_model(), prompt, params=params, max_new_tokens=max_new_tokens, stop=stop, guide=guide
             )
         return generate_token_ids(
             self._model, prompt, params=params, max_new_tokens=max_new_tokens, eos_ids=self._eos_ids,
@@ -237,6 +249,17 @@ def genai_token_ids(
                 guide.consume(token)
     finally:
         del generator  # frees the KV cache now rather than at the next collection
+
+
+def load_genai_model(export: Path, provider: str) -> Any:
+    """onnxruntime-genai's model of ``export`` on ``provider`` (``cpu``, ``cuda``...)."""
+    import onnxruntime_genai as og
+
+    config = og.Config(str(export))
+    config.clear_providers()
+    if provider != "cpu":  # no provider entry means CPU
+        config.append_provider(provider)
+    return og.Model(config)
 
 
 def search_options(prompt_len: int, params: GenerationParams, max_new_tokens: int) -> dict[str, Any]:

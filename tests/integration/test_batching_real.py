@@ -1,5 +1,6 @@
-"""Batched generation on the real SmolLM2-135M-Instruct (genai fp32, as configured): the same greedy answers as
-one request at a time, EOS included, with several requests decoded together.
+"""Batched generation on the real SmolLM2-135M-Instruct (the genai export, as configured): the batched ONNX Runtime
+decoder gives the greedy answers onnxruntime-genai gives one request at a time, EOS included, with several
+requests decoded together and prompts that begin alike reusing their beginning.
 
 Uses the export ``python -m bot models prepare`` left in the cache (``$SWITCHBOARD_CACHE_DIR`` or
 ``~/.cache/switchboard``); prepares it first when missing (about half a minute).
@@ -15,7 +16,8 @@ import pytest
 
 from inference.artifacts import default_cache_dir
 from inference.backends.batching import BatchJob
-from inference.backends.onnx import OnnxBackend, genai_token_ids, search_options
+from inference.backends.onnx import OnnxBackend, genai_token_ids
+from inference.backends.ort_decoder import OrtDecoder
 from inference.build.export import prepare_onnx
 from inference.catalogue import OnnxModel, load_catalogue
 from inference.types import ChatMessage, GenerationParams
@@ -65,10 +67,11 @@ async def test_batched_greedy_answers_equal_one_at_a_time_on_smollm2() -> None:
     n = GREEDY.max_new_tokens
 
     def one(prompt: list[int]) -> list[int]:
-        return list(genai_token_ids(backend._model, prompt, params=GREEDY, max_new_tokens=n, stop=threading.Event()))
+        model = backend.genai_model()
+        return list(genai_token_ids(model, prompt, params=GREEDY, max_new_tokens=n, stop=threading.Event()))
 
     alone = [_until_eos(one(p), eos) for p in prompts]
-    jobs = [BatchJob(p, n, search_options(len(p), GREEDY, n), eos_id=min(eos)) for p in prompts]
+    jobs = [BatchJob(p, n, frozenset(eos)) for p in prompts]
     batcher.submit_many(jobs)
     together = [_until_eos(list(job.tokens(threading.Event())), eos) for job in jobs]
     assert batcher.peak_active == len(jobs)
@@ -80,4 +83,24 @@ async def test_batched_greedy_answers_equal_one_at_a_time_on_smollm2() -> None:
     sequential = [await backend.stream(m, GREEDY).text() for m in messages]
     concurrent = await asyncio.gather(*(backend.stream(m, GREEDY).text() for m in messages))
     assert list(concurrent) == sequential
+
+    # A task's system prompt: the later requests start from its stored cache, and answer the same.
+    system = {
+        "role": "system",
+        "content": (
+            "You are Switchboard's assistant in a Discord server. Answer in one or two plain sentences, "
+            "say so when you are not sure, and never invent facts, names or numbers."
+        ),
+    }
+    with_system = [
+        [int(i) for i in template([system, {"role": "user", "content": q}], add_generation_prompt=True)]
+        for q in QUESTIONS[:3]
+    ]
+    decoder = batcher.decoder
+    assert isinstance(decoder, OrtDecoder)
+    hits = decoder.prefixes.hits
+    reused = [_until_eos(list(batcher.submit(BatchJob(p, n, frozenset(eos))).tokens(threading.Event())), eos)
+              for p in with_system]  # fmt: skip
+    assert decoder.prefixes.hits - hits >= 2
+    assert reused == [_until_eos(one(p), eos) for p in with_system]
     await backend.aclose()

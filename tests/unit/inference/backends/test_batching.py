@@ -1,8 +1,11 @@
-"""Batched generation on the genai small tier, on a tiny llama exported in the test (no downloads, seconds).
+"""Continuous batching on the small tier.
 
-The tiny model never emits EOS (see tests/fakes/tiny_models.py), so every answer runs to its length:
-cancellation and batch sizes are observable. EOS handling is covered on the real SmolLM2 in
-tests/integration/test_batching_real.py.
+The scheduler runs first on a scripted decoder (pure Python, each row's answer written in advance), where joins,
+leaves, queueing and failures are exact; then on a tiny llama exported in the test (no downloads, seconds),
+where the batched ONNX Runtime decoder must give the answers onnxruntime-genai gives one request at a time.
+
+The tiny model never emits EOS (see tests/fakes/tiny_models.py), so its answers run to their length; EOS on a
+real model is covered on SmolLM2 in tests/integration/test_batching_real.py.
 """
 
 from __future__ import annotations
@@ -12,15 +15,235 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from inference.backends.batching import BatchJob, EngineBatcher
-from inference.backends.onnx import OnnxBackend, genai_token_ids, search_options
+from inference.backends import onnx as onnx_module
+from inference.backends.batching import BatchJob, ContinuousBatcher, Greedy, Guided, Sampler
+from inference.backends.onnx import OnnxBackend, genai_token_ids
+from inference.backends.ort_decoder import GraphNotSupported, OrtDecoder, PrefixCache
 from inference.build.export import prepare_onnx
 from inference.catalogue import Limits, OnnxModel
 from inference.errors import BackendUnavailable
-from inference.types import ChatMessage, GenerationParams
+from inference.types import ChatMessage, Constraint, GenerationParams
 from tests.fakes.tiny_models import build_tiny_causal_lm
+
+# -- the scheduler, on a scripted decoder ------------------------------------------------------------------
+
+EOS = 99
+VOCAB = 100
+#: A prompt whose first token is this makes the scripted decoder's prefill fail.
+POISON = -1
+
+
+class ScriptedDecoder:
+    """Row ``i`` answers ``scripts[prompt[0]]`` token by token (then counts on, never EOS); state: per row, the
+    script id and the tokens it has produced. It checks that each step is fed each row's own last token."""
+
+    def __init__(self, scripts: dict[int, list[int]], *, fail_steps: bool = False) -> None:
+        self.scripts, self.fail_steps = scripts, fail_steps
+        self.prefills: list[int] = []  # rows per prefill
+        self.steps: list[int] = []  # rows per step
+
+    def _next(self, script: int, produced: int) -> int:
+        answer = self.scripts.get(script, [])
+        return answer[produced] if produced < len(answer) else produced % 50
+
+    def _logits(self, rows: list[tuple[int, int]]) -> np.ndarray:
+        logits = np.zeros((len(rows), VOCAB), dtype=np.float32)
+        for r, (script, produced) in enumerate(rows):
+            logits[r, self._next(script, produced)] = 1.0
+        return logits
+
+    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        self.prefills.append(len(prompts))
+        if any(p[0] == POISON for p in prompts):
+            raise RuntimeError("prompt too long for the model")
+        rows = [(p[0], 0) for p in prompts]
+        return self._logits(rows), rows
+
+    def step(self, state: list[tuple[int, int]], tokens: list[int]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        self.steps.append(len(state))
+        if self.fail_steps:
+            raise RuntimeError("ORT: out of memory")
+        assert tokens == [self._next(s, n) for s, n in state], "each row reads its own last token"
+        grown = [(s, n + 1) for s, n in state]
+        return self._logits(grown), grown
+
+    def select(self, state: list[tuple[int, int]], keep: list[int]) -> list[tuple[int, int]] | None:
+        return [state[i] for i in keep] or None
+
+    def join(self, first: list[tuple[int, int]] | None, second: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        return (first or []) + second
+
+
+def _job(script: int, max_new: int = 100, prompt_len: int = 1) -> BatchJob:
+    return BatchJob([script] * prompt_len, max_new, frozenset({EOS}))
+
+
+def _all(job: BatchJob) -> list[int]:
+    return list(job.tokens(threading.Event()))
+
+
+def _idle(batcher: ContinuousBatcher[Any]) -> None:
+    """Wait for the worker thread to end by itself (it does once nothing is left)."""
+    worker = batcher._worker
+    if worker is not None:
+        worker.join(timeout=30)
+    assert batcher._worker is None
+
+
+def test_answers_end_at_eos_with_it_or_at_their_length_without_it() -> None:
+    decoder = ScriptedDecoder({1: [5, 6, EOS], 2: [7, 8, 9, 10, 11]})
+    batcher = ContinuousBatcher("scripted", decoder, max_batch=4)
+    short, long = _job(1), _job(2, max_new=4)
+    batcher.submit_many([short, long])
+    assert _all(short) == [5, 6, EOS]
+    assert _all(long) == [7, 8, 9, 10], "its length: no EOS appended"
+    _idle(batcher)
+    assert decoder.prefills == [2], "both prefilled in one model run"
+    assert decoder.steps == [2, 2, 1], "the short one left the batch as soon as it ended"
+
+
+def test_a_request_arriving_while_a_batch_runs_joins_it_at_the_next_step() -> None:
+    decoder = ScriptedDecoder({3: [4, 5, EOS]})
+    batcher = ContinuousBatcher("scripted", decoder, max_batch=4)
+    endless = batcher.submit(_job(1, max_new=10**6))
+    tokens = endless.tokens(threading.Event())
+    assert next(tokens) == 0  # the batch is running
+    late = batcher.submit(_job(3))
+    assert _all(late) == [4, 5, EOS], "served while the first request still runs"
+    assert batcher.peak_active == 2 and 2 in decoder.steps, "decoded in the same batch, not after it"
+    assert not endless.cancelled.is_set()
+    tokens.close()  # its consumer goes away: the row is dropped at the next step, not run to its end
+    _idle(batcher)
+    assert endless.cancelled.is_set() and batcher.active == 0 and endless.produced < 10**6
+
+
+def test_more_requests_than_the_batch_holds_wait_and_are_all_served() -> None:
+    decoder = ScriptedDecoder({k: [k, k + 1, EOS] for k in range(7)})
+    batcher = ContinuousBatcher("scripted", decoder, max_batch=3)
+    jobs = [_job(k) for k in range(7)]
+    batcher.submit_many(jobs)
+    assert [_all(job) for job in jobs] == [[k, k + 1, EOS] for k in range(7)]
+    assert batcher.peak_active == 3 and max(decoder.steps) == 3
+
+
+def test_one_prefill_holds_at_most_its_token_budget() -> None:
+    decoder = ScriptedDecoder({k: [EOS] for k in range(5)})
+    batcher = ContinuousBatcher("scripted", decoder, max_batch=8, prefill_tokens=8)
+    jobs = [_job(k, prompt_len=4) for k in range(5)]
+    batcher.submit_many(jobs)
+    assert [_all(job) for job in jobs] == [[EOS]] * 5
+    assert decoder.prefills == [2, 2, 1], "4-token prompts, 8 tokens a run"
+
+
+def test_a_failed_prefill_fails_only_its_requests() -> None:
+    decoder = ScriptedDecoder({3: [4, 5, EOS]})
+    batcher = ContinuousBatcher("scripted", decoder, max_batch=4)
+    running = batcher.submit(_job(1, max_new=10**6))
+    tokens = running.tokens(threading.Event())
+    assert next(tokens) == 0
+    bad = batcher.submit(_job(POISON))
+    with pytest.raises(BackendUnavailable, match="generation failed: prompt too long for the model"):
+        _all(bad)
+    assert next(tokens) == 1 and batcher.broken is None, "the running answer goes on"
+    assert _all(batcher.submit(_job(3))) == [4, 5, EOS]
+    tokens.close()
+
+
+def test_a_failed_step_fails_the_batch_clearly_and_marks_the_batcher_broken() -> None:
+    batcher = ContinuousBatcher("broken", ScriptedDecoder({}, fail_steps=True), max_batch=4)
+    jobs = [_job(1), _job(2)]
+    batcher.submit_many(jobs)
+    for job in jobs:
+        with pytest.raises(BackendUnavailable, match="generation failed: ORT: out of memory"):
+            _all(job)
+    assert batcher.active == 0
+    assert batcher.broken == "ORT: out of memory", "the backend goes back to one request at a time"
+
+
+class _LostGuide:
+    def mask(self, logits: np.ndarray) -> np.ndarray:
+        return logits
+
+    def consume(self, token: int) -> None:
+        raise ValueError("token 7 is not allowed here")
+
+
+def test_a_grammar_that_fails_ends_only_its_own_request() -> None:
+    decoder = ScriptedDecoder({1: [7, 8, EOS], 2: [3, 4, EOS]})
+    batcher = ContinuousBatcher("scripted", decoder, max_batch=4)
+    guided = BatchJob([1], 10, frozenset({EOS}), Guided(_LostGuide(), Greedy()))
+    free = _job(2)
+    batcher.submit_many([guided, free])
+    with pytest.raises(BackendUnavailable, match="not allowed here"):
+        _all(guided)
+    assert _all(free) == [3, 4, EOS]
+
+
+def test_a_closed_batcher_refuses_new_requests_clearly() -> None:
+    batcher = ContinuousBatcher("closing", ScriptedDecoder({}), max_batch=1)
+    batcher.close()
+    with pytest.raises(BackendUnavailable, match="closing is closed"):
+        batcher.submit(_job(1))
+    with pytest.raises(ValueError, match="at least 1"):
+        ContinuousBatcher("bad", ScriptedDecoder({}), max_batch=0)
+
+
+# -- choosing tokens ----------------------------------------------------------------------------------------
+
+
+def test_sampling_follows_temperature_top_k_and_top_p() -> None:
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        Sampler(0.0)
+    logits = np.log(np.array([0.6, 0.3, 0.1], dtype=np.float32))
+    assert {Sampler(1.0, top_k=1, seed=s).choose(logits) for s in range(20)} == {0}
+    assert {Sampler(1.0, top_p=0.5, seed=s).choose(logits) for s in range(20)} == {0}, "0.6 alone reaches 0.5"
+    sampler = Sampler(1.0, seed=7)
+    picks = np.bincount([sampler.choose(logits) for _ in range(4000)], minlength=3) / 4000
+    assert np.allclose(picks, [0.6, 0.3, 0.1], atol=0.03)
+    cold = Sampler(0.05, seed=7)
+    assert {cold.choose(logits) for _ in range(50)} == {0}, "a low temperature is nearly greedy"
+    runs = [[sampler.choose(logits) for _ in range(30)] for sampler in (Sampler(1.0, seed=3), Sampler(1.0, seed=3))]
+    assert runs[0] == runs[1] and len(set(runs[0])) > 1, "a seed repeats itself"
+
+
+# -- the prefix cache ---------------------------------------------------------------------------------------
+
+
+def _kv(length: int, value: float = 1.0) -> list[np.ndarray]:
+    return [np.full((1, 2, length, 4), value, dtype=np.float32) for _ in range(2)]
+
+
+def test_the_prefix_cache_finds_the_longest_stored_beginning() -> None:
+    cache = PrefixCache(max_tokens=4096, min_length=24)
+    system = list(range(100, 130))  # 30 tokens, like a task's system prompt
+    cache.store([*system, 1, 2, 3], _kv(33, 1.0))
+    cache.store([*system, 1, 2, 3, 4, 5, 6], _kv(36, 2.0))
+    hit = cache.longest([*system, 1, 2, 3, 4, 9])
+    assert hit is not None and hit.length == 34 and hit.arrays[0].shape == (1, 2, 34, 4)
+    assert float(hit.arrays[0][0, 0, 0, 0]) == 2.0, "from the longer match"
+    again = cache.longest([*system, 1, 2, 3])
+    assert again is not None and again.length == 32, "the same prompt again leaves its last token to run"
+    assert cache.longest(system[:20] + [7] * 20) is None, "20 shared tokens are under the minimum"
+    assert cache.hits == 2
+    cache.store(list(range(10)), _kv(10))
+    assert cache.tokens == 33 + 36, "a prompt shorter than the minimum is not stored"
+
+
+def test_the_prefix_cache_forgets_the_least_recently_used_first() -> None:
+    cache = PrefixCache(max_tokens=70, min_length=24)
+    a, b, c = ([k] * 30 for k in (1, 2, 3))
+    cache.store(a, _kv(30))
+    cache.store(b, _kv(30))
+    assert cache.longest([*a, 0]) is not None  # a is used again: b is now the oldest
+    cache.store(c, _kv(30))
+    assert cache.tokens == 60
+    assert cache.longest([*b, 0]) is None and cache.longest([*a, 0]) is not None and cache.longest([*c, 0])
+
+
+# -- the batched decoder on a tiny exported llama -----------------------------------------------------------
 
 GREEDY = GenerationParams(max_new_tokens=16, temperature=0.0)
 QUESTIONS = [
@@ -32,6 +255,7 @@ QUESTIONS = [
     "def add(a, b):",
     "Summary, please.",
 ]
+SYSTEM = "You are a careful assistant. Answer in one short paragraph, plainly, and say when you are unsure."
 
 
 @pytest.fixture(scope="module")
@@ -55,60 +279,75 @@ async def _started(spec: OnnxModel, cache: Path) -> OnnxBackend:
     return backend
 
 
-def _prompt(backend: OnnxBackend, question: str) -> list[int]:
-    ids = backend._tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)
+def _prompt(backend: OnnxBackend, question: str, system: str | None = None) -> list[int]:
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": question})
+    ids = backend._tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     return [int(i) for i in ids]
 
 
 def _alone(backend: OnnxBackend, prompt: list[int], n: int) -> list[int]:
-    """The unbatched reference: one Generator for this prompt alone."""
-    return list(genai_token_ids(backend._model, prompt, params=GREEDY, max_new_tokens=n, stop=threading.Event()))
+    """The reference: onnxruntime-genai, this prompt alone."""
+    return list(genai_token_ids(backend.genai_model(), prompt, params=GREEDY, max_new_tokens=n, stop=threading.Event()))
 
 
-def _job(prompt: list[int], n: int) -> BatchJob:
-    return BatchJob(prompt, n, search_options(len(prompt), GREEDY, n), eos_id=2)
+def _decoder(backend: OnnxBackend) -> OrtDecoder:
+    assert backend.batcher is not None
+    decoder = backend.batcher.decoder
+    assert isinstance(decoder, OrtDecoder)
+    return decoder
 
 
-def _batcher(backend: OnnxBackend, max_batch: int, engines: list[Any] | None = None) -> EngineBatcher:
-    """A batcher on the backend's model, counting the engines (lanes) it makes."""
-    import onnxruntime_genai as og
-
-    real = backend.batcher
-    assert real is not None
-
-    def new_engine() -> Any:
-        engine = og.Engine(backend._model)
-        if engines is not None:
-            engines.append(engine)
-        return engine
-
-    return EngineBatcher("test", new_engine, real._new_request, max_batch=max_batch)
+def _greedy(prompt: list[int], n: int) -> BatchJob:
+    return BatchJob(prompt, n, frozenset({2}))
 
 
-async def test_batched_greedy_answers_equal_the_unbatched_ones(spec: OnnxModel, cache: Path) -> None:
+async def test_on_cpu_the_genai_export_runs_batched_on_onnx_runtime(spec: OnnxModel, cache: Path) -> None:
+    backend = await _started(spec, cache)
+    assert backend.provider == "onnxruntime:CPUExecutionProvider"
+    assert isinstance(_decoder(backend), OrtDecoder) and backend._genai is None, "genai is loaded only if needed"
+    await backend.aclose()
+
+
+async def test_batched_greedy_answers_equal_genai_one_at_a_time(spec: OnnxModel, cache: Path) -> None:
     backend = await _started(spec, cache)
     prompts = [_prompt(backend, q) for q in QUESTIONS]
-    lengths = [5, 16, 9, 16, 3, 12, 16]  # each sequence ends on its own
-    engines: list[Any] = []
-    batcher = _batcher(backend, max_batch=8, engines=engines)
-    jobs = [_job(p, n) for p, n in zip(prompts, lengths, strict=True)]
+    lengths = [5, 16, 9, 16, 3, 12, 16]  # rows leave at different steps: the cache is cut and re-joined
+    batcher = ContinuousBatcher("test", _decoder(backend), max_batch=8)
+    jobs = [_greedy(p, n) for p, n in zip(prompts, lengths, strict=True)]
     batcher.submit_many(jobs)
-    got = [list(job.tokens(threading.Event())) for job in jobs]
+    got = [_all(job) for job in jobs]
     assert batcher.peak_active == len(jobs), "all seven were decoded together"
-    assert len(engines) == 2, "two lanes of up to four"
     assert got == [_alone(backend, p, n) for p, n in zip(prompts, lengths, strict=True)]
     await backend.aclose()
 
 
-async def test_more_requests_than_the_batch_wait_and_are_all_served(spec: OnnxModel, cache: Path) -> None:
+async def test_requests_joining_a_running_batch_get_the_answers_they_get_alone(spec: OnnxModel, cache: Path) -> None:
     backend = await _started(spec, cache)
-    batcher = _batcher(backend, max_batch=3)
     prompts = [_prompt(backend, q) for q in QUESTIONS]
-    jobs = [_job(p, 6) for p in prompts]
-    batcher.submit_many(jobs)
-    got = [list(job.tokens(threading.Event())) for job in jobs]
+    batcher = ContinuousBatcher("test", _decoder(backend), max_batch=3)
+    jobs = [_greedy(p, 6 + k) for k, p in enumerate(prompts)]
+    batcher.submit_many(jobs)  # three at a time: each one that ends lets the next join the running batch
+    got = [_all(job) for job in jobs]
     assert batcher.peak_active == 3
-    assert got == [_alone(backend, p, 6) for p in prompts]
+    assert got == [_alone(backend, p, 6 + k) for k, p in enumerate(prompts)]
+    await backend.aclose()
+
+
+async def test_prompts_that_begin_alike_reuse_the_beginning_and_answer_the_same(spec: OnnxModel, cache: Path) -> None:
+    backend = await _started(spec, cache)
+    decoder = _decoder(backend)
+    prompts = [_prompt(backend, q, SYSTEM) for q in QUESTIONS[:4]]
+    batcher = ContinuousBatcher("test", decoder, max_batch=8)
+    together = [_greedy(p, 8) for p in prompts[:3]]
+    batcher.submit_many(together)  # three alike in one prefill: their shared beginning runs once
+    first = [_all(job) for job in together]
+    assert decoder.prefixes.hits >= 3
+    later = _all(batcher.submit(_greedy(prompts[3], 8)))  # a later one starts from the stored system prompt
+    assert decoder.prefixes.hits >= 4
+    assert [*first, later] == [_alone(backend, p, 8) for p in prompts]
+    turn = prompts[0] + [int(t) for t in first[0]]  # the next turn of a conversation finds the last one
+    assert _all(batcher.submit(_greedy(turn, 8))) == _alone(backend, turn, 8)
     await backend.aclose()
 
 
@@ -119,11 +358,12 @@ async def test_concurrent_streams_through_the_backend_are_batched_and_identical(
     together = await asyncio.gather(*(backend.stream(m, GREEDY).text() for m in messages))
     assert list(together) == alone
     assert backend.batcher is not None and backend.batcher.peak_active > 1
+    assert not backend._exclusive(GREEDY), "no per-model lock while batching"
     assert backend.last_run is not None and backend.last_run.finish_reason == "length"
     await backend.aclose()
 
 
-async def test_a_closed_stream_leaves_the_batch_and_its_lane_stops(spec: OnnxModel, cache: Path) -> None:
+async def test_a_closed_stream_leaves_the_batch(spec: OnnxModel, cache: Path) -> None:
     backend = await _started(spec, cache)
     batcher = backend.batcher
     assert batcher is not None
@@ -132,220 +372,88 @@ async def test_a_closed_stream_leaves_the_batch_and_its_lane_stops(spec: OnnxMod
     assert await stream.__anext__()
     await stream.aclose()
     for thread in threading.enumerate():  # the generation thread, then the batcher's: both end by themselves
-        if thread.name.startswith(("switchboard-", "genai-batcher-")):
+        if thread.name.startswith("switchboard-"):
             thread.join(timeout=30)
             assert not thread.is_alive()
-    assert batcher.active == 0, "a lane nobody reads from is dropped, not run to its end"
+    assert batcher.active == 0, "a row nobody reads from is dropped, not run to its end"
     run = backend.last_run
     assert run is not None and run.finish_reason == "cancelled" and run.generated_tokens < 1500
     assert await backend.stream([ChatMessage("user", "Hi")], GenerationParams(max_new_tokens=3)).text()
     await backend.aclose()
 
 
-async def test_guided_requests_run_beside_the_batch(spec: OnnxModel, cache: Path) -> None:
-    from inference.types import Constraint
-
+async def test_guided_and_sampled_requests_share_the_batch(spec: OnnxModel, cache: Path) -> None:
     backend = await _started(spec, cache)
     guided = GenerationParams(max_new_tokens=8, temperature=0.0, constraint=Constraint(kind="regex", pattern="[ab]{3}"))
-    free = backend.stream([ChatMessage("user", "Name three fruits.")], GREEDY).text()
-    text, other = await asyncio.gather(backend.stream([ChatMessage("user", "Pick.")], guided).text(), free)
-    assert len(text) == 3 and set(text) <= {"a", "b"}
-    assert other
-    await backend.aclose()
-
-
-class _BrokenEngine:
-    """An engine whose model run fails (ORT errors surface from ``step``)."""
-
-    def add_request(self, request: Any) -> None:
-        pass
-
-    def has_pending_requests(self) -> bool:
-        return True
-
-    def step(self) -> Any:
-        raise RuntimeError("ORT: out of memory")
-
-    def remove_request(self, request: Any) -> None:
-        pass
-
-
-class _Request:
-    def set_opaque_data(self, data: object) -> None:
-        pass
-
-    def is_done(self) -> bool:
-        return False
-
-
-def test_a_failed_batch_fails_its_requests_with_a_clear_error_and_the_batcher_goes_on() -> None:
-    engines: list[Any] = [_BrokenEngine()]
-    batcher = EngineBatcher("broken", lambda: engines.pop(0), lambda job: _Request(), max_batch=4)
-    jobs = [BatchJob([1, 2], 4, {}, eos_id=2) for _ in range(2)]
+    prompts = [_prompt(backend, q) for q in ("Pick.", "Name three fruits.", "Tell me a story.")]
+    eos = frozenset(backend._eos_ids)
+    jobs = [
+        BatchJob(prompts[0], 8, eos, Guided(backend._guide(guided), Greedy())),
+        BatchJob(prompts[1], 16, eos),
+        BatchJob(prompts[2], 6, eos, Sampler(0.8, top_p=0.9, seed=1)),
+    ]
+    batcher = ContinuousBatcher("test", _decoder(backend), max_batch=8)
     batcher.submit_many(jobs)
-    for job in jobs:
-        with pytest.raises(BackendUnavailable, match="generation failed: ORT: out of memory"):
-            list(job.tokens(threading.Event()))
-    assert batcher.active == 0
-    assert batcher.broken == "ORT: out of memory", "the backend goes back to one request at a time"
+    masked, free, sampled = (_all(job) for job in jobs)
+    assert batcher.peak_active == 3, "one batch for all three"
+    reference = genai_token_ids(
+        backend.genai_model(), prompts[0], params=guided, max_new_tokens=8, stop=threading.Event(),
+        guide=backend._guide(guided),
+    )  # fmt: skip
+    assert masked == list(reference), "the grammar's answer is the one genai gives alone"
+    assert backend._tokenizer.decode([t for t in masked if t not in eos]) in {
+        "aaa",
+        "aab",
+        "aba",
+        "abb",
+        "baa",
+        "bab",
+        "bba",
+        "bbb",
+    }
+    assert free == _alone(backend, prompts[1], 16) and len(sampled) == 6
+    # Through the backend: concurrent guided and free requests both come back right.
+    text, other = await asyncio.gather(
+        backend.stream([ChatMessage("user", "Pick.")], guided).text(),
+        backend.stream([ChatMessage("user", "Name three fruits.")], GREEDY).text(),
+    )
+    assert len(text) == 3 and set(text) <= {"a", "b"} and other
+    await backend.aclose()
 
 
 async def test_after_a_failed_batch_the_backend_answers_one_request_at_a_time(spec: OnnxModel, cache: Path) -> None:
     backend = await _started(spec, cache)
     assert backend.batcher is not None
     expected = await backend.stream([ChatMessage("user", "Hello there!")], GREEDY).text()
-    backend.batcher.broken = "the Engine is not supported on this provider"
+    backend.batcher.broken = "ORT: out of memory"
     assert backend._exclusive(GREEDY), "the per-model lock again"
     assert await backend.stream([ChatMessage("user", "Hello there!")], GREEDY).text() == expected
+    assert backend._genai is not None, "onnxruntime-genai answered"
     await backend.aclose()
 
 
-def test_a_closed_batcher_refuses_new_requests_clearly() -> None:
-    batcher = EngineBatcher("closing", _BrokenEngine, lambda job: _Request(), max_batch=1)
-    batcher.close()
-    with pytest.raises(BackendUnavailable, match="closing is closed"):
-        batcher.submit(BatchJob([1], 1, {}, eos_id=None))
-    with pytest.raises(ValueError, match="at least 1"):
-        EngineBatcher("bad", _BrokenEngine, lambda job: _Request(), max_batch=0)
+async def test_an_export_the_decoder_cannot_run_is_served_by_genai(
+    spec: OnnxModel, cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(export: Path) -> OrtDecoder:
+        raise GraphNotSupported(f"{export}: no /lm_head MatMul feeding a logits output")
+
+    monkeypatch.setattr(onnx_module, "OrtDecoder", refuse)
+    backend = await _started(spec, cache)
+    assert backend.provider == "onnxruntime-genai:cpu" and backend.batcher is None
+    assert any("no batched decoder" in r.getMessage() for r in caplog.records)
+    prompt = _prompt(backend, QUESTIONS[0])
+    assert list(backend._token_ids(prompt, GREEDY, 8, threading.Event())) == _alone(backend, prompt, 8)
+    await backend.aclose()
 
 
-# -- the scheduling itself, on a scripted engine that behaves like genai 0.13.2's static batching -------------
+def test_a_graph_without_a_language_model_head_is_refused(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
 
-EOS = 99
-
-
-class _ScriptedRequest:
-    def __init__(self, script: list[int]) -> None:
-        self.script = list(script)
-        self.unseen: list[int] = []
-        self.done = False
-        self.data: object = None
-
-    def set_opaque_data(self, data: object) -> None:
-        self.data = data
-
-    def get_opaque_data(self) -> object:
-        return self.data
-
-    def has_unseen_tokens(self) -> bool:
-        return bool(self.unseen)
-
-    def get_unseen_token(self) -> int:
-        return self.unseen.pop(0)
-
-    def is_done(self) -> bool:
-        return self.done
-
-
-class _ScriptedEngine:
-    """Round-robin over its requests, one token per step. Like genai, EOS is not handed out: the request is just
-    done, and a step that finds no other request ready raises."""
-
-    def __init__(self) -> None:
-        self.requests: list[_ScriptedRequest] = []
-        self.turn = 0
-
-    def add_request(self, request: _ScriptedRequest) -> None:
-        self.requests.append(request)
-
-    def has_pending_requests(self) -> bool:
-        return any(not r.done for r in self.requests)
-
-    def remove_request(self, request: _ScriptedRequest) -> None:
-        self.requests.remove(request)
-
-    def step(self) -> _ScriptedRequest:
-        for _ in range(len(self.requests)):
-            request = self.requests[self.turn % len(self.requests)]
-            self.turn += 1
-            if request.done:
-                continue
-            token = request.script.pop(0)
-            if token == EOS or not request.script:
-                request.done = True
-            if token != EOS:
-                request.unseen.append(token)
-                return request
-        raise RuntimeError("Expected at least one request to be ready, but none were found.")
-
-
-def _scripted(max_batch: int = 8, gather_s: float = 0.0) -> tuple[EngineBatcher, list[_ScriptedEngine]]:
-    engines: list[_ScriptedEngine] = []
-
-    def new_engine() -> _ScriptedEngine:
-        engines.append(_ScriptedEngine())
-        return engines[-1]
-
-    def new_request(job: BatchJob) -> _ScriptedRequest:
-        return _ScriptedRequest(job.options["script"])
-
-    batcher = EngineBatcher(
-        "scripted", new_engine, new_request, max_batch=max_batch, gather_s=gather_s, gather_busy_s=gather_s
-    )
-    return batcher, engines
-
-
-def _scripted_job(script: list[int], max_new: int = 100) -> BatchJob:
-    return BatchJob([1], max_new, {"script": script}, eos_id=EOS)
-
-
-def test_answers_that_reach_eos_end_with_it_even_when_the_engine_raises_for_the_last_one() -> None:
-    batcher, _ = _scripted()
-    short, long, alone = _scripted_job([5, 6, EOS]), _scripted_job([7, 8, 9, 10], max_new=4), _scripted_job([3, EOS])
-    batcher.submit_many([short, long])
-    assert list(short.tokens(threading.Event())) == [5, 6, EOS]
-    assert list(long.tokens(threading.Event())) == [7, 8, 9, 10], "its length, not EOS: no EOS appended"
-    batcher.submit(alone)  # alone in its batch: genai raises on the step where it reaches EOS
-    assert list(alone.tokens(threading.Event())) == [3, EOS]
-
-
-def test_a_request_arriving_during_a_batch_starts_at_once_in_a_new_lane() -> None:
-    batcher, engines = _scripted()
-    endless = _scripted_job(list(range(10**6)), max_new=10**6)
-    batcher.submit(endless)
-    stop = threading.Event()
-    tokens = endless.tokens(stop)
-    assert next(tokens) == 0  # the first batch is running
-    late = _scripted_job([4, 5, EOS])
-    batcher.submit(late)
-    assert list(late.tokens(threading.Event())) == [4, 5, EOS], "served while the first batch still runs"
-    assert len(engines) == 2 and not endless.cancelled.is_set()
-    tokens.close()  # the consumer goes away: its lane, where nobody else is, is dropped
-    assert endless.cancelled.is_set()
-    worker = batcher._worker
-    if worker is not None:
-        worker.join(timeout=30)
-    assert batcher.active == 0 and endless.produced < 10**6
-
-
-def test_requests_arriving_one_by_one_are_gathered_into_one_batch() -> None:
-    # A long window: the lane starts when it is full (four), not when the window ends.
-    batcher, engines = _scripted(gather_s=60.0)
-    jobs = [_scripted_job([k, EOS]) for k in range(4)]
-    for job in jobs:
-        batcher.submit(job)  # one at a time, as clients of a burst arrive
-    assert [list(job.tokens(threading.Event())) for job in jobs] == [[k, EOS] for k in range(4)]
-    assert len(engines) == 1 and batcher.peak_active == 4
-
-
-def test_while_a_batch_runs_late_arrivals_are_gathered_into_one_new_lane() -> None:
-    engines: list[_ScriptedEngine] = []
-
-    def new_engine() -> _ScriptedEngine:
-        engines.append(_ScriptedEngine())
-        return engines[-1]
-
-    batcher = EngineBatcher(
-        "busy", new_engine, lambda job: _ScriptedRequest(job.options["script"]), max_batch=8,
-        gather_s=0.0, gather_busy_s=60.0,
-    )  # fmt: skip
-    endless = _scripted_job(list(range(10**6)), max_new=10**6)
-    batcher.submit(endless)
-    tokens = endless.tokens(threading.Event())
-    assert next(tokens) == 0  # alone on an idle batcher: started at once
-    late = [_scripted_job([k, EOS]) for k in range(4)]
-    for job in late:
-        batcher.submit(job)
-    assert [list(job.tokens(threading.Event())) for job in late] == [[k, EOS] for k in range(4)]
-    assert len(engines) == 2, "the four late ones share one lane"
-    tokens.close()
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "not-a-decoder", [x], [y])
+    onnx.save(helper.make_model(graph), str(tmp_path / "model.onnx"))
+    with pytest.raises(GraphNotSupported, match="no /lm_head"):
+        OrtDecoder(tmp_path)

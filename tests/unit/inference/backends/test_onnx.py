@@ -158,8 +158,9 @@ async def test_genai_fp32_greedy_equals_pytorch(
     spec, _ = prepared["genai-fp32"]
     backend = await _started(spec, cache)
     prompt, ref_ids = _torch_greedy_ids(tiny, GREEDY.max_new_tokens)
-    ids = list(genai_token_ids(backend._model, prompt, params=GREEDY, max_new_tokens=24, stop=threading.Event()))
-    assert ids == ref_ids
+    ids = list(genai_token_ids(backend.genai_model(), prompt, params=GREEDY, max_new_tokens=24, stop=threading.Event()))
+    assert ids == ref_ids, "onnxruntime-genai (the GPU path) on this export"
+    assert list(backend._token_ids(prompt, GREEDY, 24, threading.Event())) == ref_ids, "the batched CPU decoder"
     await reference.start()
     assert await backend.stream(MESSAGES, GREEDY).text() == await reference.stream(MESSAGES, GREEDY).text()
 
@@ -193,7 +194,7 @@ async def test_streams_pieces_with_timings(prepared: dict[str, Any], cache: Path
 
 @pytest.mark.parametrize(
     ("variant", "expected"),
-    [("optimum-fp32", "onnxruntime:CPUExecutionProvider"), ("genai-fp32", "onnxruntime-genai:cpu")],
+    [("optimum-fp32", "onnxruntime:CPUExecutionProvider"), ("genai-fp32", "onnxruntime:CPUExecutionProvider")],
 )
 async def test_cuda_first_falls_back_to_cpu_and_says_so(
     prepared: dict[str, Any], cache: Path, caplog: pytest.LogCaptureFixture, variant: str, expected: str
