@@ -196,7 +196,8 @@ class PrefixCache:
 
     Any beginning of a stored prompt serves: the next turn of a conversation finds the last one, a request of the
     same task finds its system prompt. Only beginnings of at least ``min_length`` tokens are used (a shorter one
-    costs more as a separate model run than it saves). At most ``max_tokens`` positions are kept in all.
+    costs more as a separate model run than it saves). At most ``max_tokens`` positions are kept in all: for
+    SmolLM2-135M (30 layers, 3 KV heads of 64, fp32) a position is 45 kB, so the default holds at most ~190 MB.
     """
 
     def __init__(self, *, max_tokens: int = 4096, min_length: int = 24) -> None:
