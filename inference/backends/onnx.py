@@ -263,7 +263,7 @@ def load_genai_model(export: Path, provider: str) -> Any:
 
 
 def search_options(prompt_len: int, params: GenerationParams, max_new_tokens: int) -> dict[str, Any]:
-    """onnxruntime-genai search options for one request (the same batched or alone)."""
+    """onnxruntime-genai search options for one request (the GPU path, and the CPU fallback)."""
     sample = params.temperature > 0
     options: dict[str, Any] = {
         # max_length counts the prompt too; keeping it tight also keeps the preallocated KV cache
