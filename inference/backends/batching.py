@@ -59,6 +59,10 @@ class Decoder(Protocol, Generic[State]):
         """One cache holding ``first``'s rows, then ``second``'s."""
         ...
 
+    def warm_up(self, rows: int) -> None:
+        """Run a batch of ``rows`` once, in the batcher's thread, before the first request."""
+        ...
+
 
 class TokenChooser(Protocol):
     """Picks a request's next token from its logits row (and follows what was picked, for grammars)."""
@@ -187,6 +191,7 @@ class ContinuousBatcher(Generic[State]):
         self._state: State | None = None
         self._worker: threading.Thread | None = None
         self._closed = False
+        self._warm = False
         #: The most requests that were ever decoding at once (benchmarks report it).
         self.peak_active = 0
         #: Why a batch step failed, once one did: the backend then generates one request at a time.
@@ -211,9 +216,19 @@ class ContinuousBatcher(Generic[State]):
             if self._closed:
                 raise BackendUnavailable(f"{self.name} is closed", backend=self.name)
             self._waiting.extend(jobs)
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name=f"switchboard-batcher-{self.name}", daemon=True)
-                self._worker.start()
+            self._start_worker()
+
+    def warm_up(self) -> None:
+        """Have the worker run the decoder's warm-up (a full batch, once) now, before any request waits for it."""
+        with self._cond:
+            if not self._closed:
+                self._warm = True
+                self._start_worker()
+
+    def _start_worker(self) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._run, name=f"switchboard-batcher-{self.name}", daemon=True)
+            self._worker.start()
 
     def close(self) -> None:
         """Fail what is waiting and stop the worker after its current model run."""
@@ -225,6 +240,13 @@ class ContinuousBatcher(Generic[State]):
 
     # -- the worker -----------------------------------------------------------------------------------
     def _run(self) -> None:
+        if self._warm:
+            self._warm = False
+            try:
+                # In this thread: its allocator then holds a full batch's memory for the batches to come.
+                self.decoder.warm_up(self.max_batch)
+            except Exception as exc:  # only a warm-up: the requests will say what is wrong
+                log.warning("%s: warm-up failed: %s", self.name, exc)
         try:
             while self._cycle():
                 pass

@@ -123,13 +123,14 @@ class OnnxBackend(LocalBackend):
                 continue
             if name == "cpu":
                 try:
-                    decoder = OrtDecoder(self.export_path)
+                    decoder = OrtDecoder(self.export_path, max_rows=self.spec.limits.max_concurrency)
                 except Exception as exc:  # an export this decoder does not know: genai runs it, unbatched
                     log.warning(
                         "%s: no batched decoder for this export (%s); onnxruntime-genai instead", self.name, exc
                     )
                 else:
                     self.batcher = ContinuousBatcher(self.name, decoder, max_batch=self.spec.limits.max_concurrency)
+                    self.batcher.warm_up()
                     return decoder, "onnxruntime:CPUExecutionProvider"
             try:
                 self._genai = load_genai_model(self.export_path, name)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from inference.backends import onnx as onnx_module
+from inference.backends import ort_decoder
 from inference.backends.batching import BatchJob, ContinuousBatcher, Greedy, Guided, Sampler
 from inference.backends.onnx import OnnxBackend, genai_token_ids
 from inference.backends.ort_decoder import GraphNotSupported, OrtDecoder, PrefixCache
@@ -44,6 +45,8 @@ class ScriptedDecoder:
         self.scripts, self.fail_steps = scripts, fail_steps
         self.prefills: list[int] = []  # rows per prefill
         self.steps: list[int] = []  # rows per step
+        self.warmed: list[tuple[int, str]] = []  # rows, thread of each warm-up
+        self.fail_warm_up = False
 
     def _next(self, script: int, produced: int) -> int:
         answer = self.scripts.get(script, [])
@@ -75,6 +78,11 @@ class ScriptedDecoder:
 
     def join(self, first: list[tuple[int, int]] | None, second: list[tuple[int, int]]) -> list[tuple[int, int]]:
         return (first or []) + second
+
+    def warm_up(self, rows: int) -> None:
+        self.warmed.append((rows, threading.current_thread().name))
+        if self.fail_warm_up:
+            raise RuntimeError("out of memory")
 
 
 def _job(script: int, max_new: int = 100, prompt_len: int = 1) -> BatchJob:
@@ -180,6 +188,24 @@ def test_a_grammar_that_fails_ends_only_its_own_request() -> None:
     with pytest.raises(BackendUnavailable, match="not allowed here"):
         _all(guided)
     assert _all(free) == [3, 4, EOS]
+
+
+def test_the_warm_up_runs_a_full_batch_once_in_the_worker_thread() -> None:
+    decoder = ScriptedDecoder({7: [3, 4, EOS]})
+    batcher = ContinuousBatcher("test", decoder, max_batch=6)
+    batcher.warm_up()
+    _idle(batcher)
+    assert decoder.warmed == [(6, "switchboard-batcher-test")] and decoder.prefills == []
+    assert _all(batcher.submit(_job(7))) == [3, 4, EOS]
+    assert len(decoder.warmed) == 1, "once"
+
+
+def test_a_failed_warm_up_leaves_the_requests_served() -> None:
+    decoder = ScriptedDecoder({7: [3, 4, EOS]})
+    decoder.fail_warm_up = True
+    batcher = ContinuousBatcher("test", decoder, max_batch=2)
+    batcher.warm_up()
+    assert _all(batcher.submit(_job(7))) == [3, 4, EOS]
 
 
 def test_a_closed_batcher_refuses_new_requests_clearly() -> None:
@@ -331,6 +357,35 @@ async def test_requests_joining_a_running_batch_get_the_answers_they_get_alone(s
     got = [_all(job) for job in jobs]
     assert batcher.peak_active == 3
     assert got == [_alone(backend, p, 6 + k) for k, p in enumerate(prompts)]
+    await backend.aclose()
+
+
+async def test_a_step_writes_the_cache_in_place(spec: OnnxModel, cache: Path) -> None:
+    backend = await _started(spec, cache)
+    decoder = _decoder(backend)
+    _, state = decoder.prefill([_prompt(backend, q) for q in QUESTIONS[:2]])
+    state = decoder.join(None, state)  # buffers with free slots and room to grow
+    buffers = state.buffers
+    for _ in range(3):
+        _, state = decoder.step(state, [5, 6])
+    assert state.buffers is buffers, "no new cache per step: the model wrote into the same buffers"
+    assert state.capacity > int(state.lengths.max()) and state.slots == decoder.max_rows
+    await backend.aclose()
+
+
+async def test_cache_buffers_that_grow_shrink_and_compact_keep_the_answers(
+    spec: OnnxModel, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ort_decoder, "SLACK", 1)  # a new buffer every other step, and one whenever a long row leaves
+    backend = await _started(spec, cache)
+    prompts = [_prompt(backend, q) for q in QUESTIONS]
+    prompts[2] = _prompt(backend, " ".join(QUESTIONS))  # a long row that leaves early: the buffers shrink
+    lengths = [9, 14, 3, 16, 5, 11, 7]
+    batcher = ContinuousBatcher("test", _decoder(backend), max_batch=4)
+    jobs = [_greedy(p, n) for p, n in zip(prompts, lengths, strict=True)]
+    batcher.submit_many(jobs)
+    got = [_all(job) for job in jobs]
+    assert got == [_alone(backend, p, n) for p, n in zip(prompts, lengths, strict=True)]
     await backend.aclose()
 
 
