@@ -41,6 +41,9 @@ class GraphNotSupported(Exception):
 
 #: Positions a cache buffer holds beyond its longest row: it is reallocated once every this many steps, not each one.
 SLACK = 64
+#: Free slots are kept for rows to join while a buffer holds at most this many positions per row of the batch:
+#: a long conversation gets a buffer of its own size, not a full batch of its length.
+SLOT_POSITIONS = 256
 
 
 @dataclass
@@ -180,7 +183,7 @@ class OrtDecoder:
         longer (measured at 16 rows and 150 positions: 60 ms a step that way, 47 ms in place).
         """
         if batch.capacity <= int(batch.lengths.max()):
-            batch = self._resized(batch, max(self.max_rows, batch.slots))
+            batch = self._resized(batch, batch.rows)
         rows = batch.rows
         binding = self.session.io_binding()
         binding.bind_cpu_input("input_ids", np.asarray(tokens, dtype=np.int64)[:, None])
@@ -206,7 +209,7 @@ class OrtDecoder:
         lengths = batch.lengths[keep]
         used = int(lengths.max())
         if batch.capacity > used + 4 * SLACK:  # the longest row left: give the memory back
-            return self._resized(batch, batch.slots, rows=keep)
+            return self._resized(batch, len(keep), rows=keep)
         for slot, row in enumerate(keep):
             if slot != row:
                 for buffer in batch.buffers:
@@ -216,11 +219,11 @@ class OrtDecoder:
     def join(self, first: KVBatch | None, second: KVBatch) -> KVBatch:
         """Both batches' rows in one (first's, then second's): in first's free slots when they fit."""
         if first is None:
-            return self._resized(second, max(self.max_rows, second.rows))
+            return self._resized(second, second.rows)
         rows = first.rows + second.rows
         longest = int(max(first.lengths.max(), second.lengths.max()))
         if rows > first.slots or longest >= first.capacity:
-            first = self._resized(first, max(self.max_rows, rows), capacity=longest + 1 + SLACK)
+            first = self._resized(first, rows, capacity=longest + 1 + SLACK)
         for buffer, new in zip(first.buffers, second.arrays, strict=True):
             width = min(new.shape[2], first.capacity)
             buffer[first.rows : rows, :, :width] = new[:, :, :width]
@@ -239,13 +242,15 @@ class OrtDecoder:
         self.select(batch, [])  # its buffers stay, for the first batch
 
     def _resized(
-        self, batch: KVBatch, slots: int, *, rows: list[int] | None = None, capacity: int | None = None
+        self, batch: KVBatch, needed: int, *, rows: list[int] | None = None, capacity: int | None = None
     ) -> KVBatch:
-        """``batch`` (its ``rows``, all by default) in other buffers of ``slots`` slots and room to grow."""
+        """``batch`` (its ``rows``, all by default) in other buffers, of at least ``needed`` slots, with room to
+        grow: free slots for a full batch while its positions stay within ``SLOT_POSITIONS`` a row."""
         index = list(range(batch.rows)) if rows is None else rows
         lengths = batch.lengths[index]
         used = int(lengths.max())
         capacity = max(capacity or 0, used + 1 + SLACK)
+        slots = max(needed, min(self.max_rows, self.max_rows * SLOT_POSITIONS // capacity))
         buffers = self._spare_buffers(slots, capacity)
         if buffers is None:
             first = batch.buffers[0]
@@ -268,9 +273,11 @@ class OrtDecoder:
         """Keep a batch's buffers that are no longer used for the next batch: memory this process has touched.
 
         Fresh memory is mapped by the system one page fault at a time, which on a 2-core VM cost 200-480 ms
-        for one batch's buffers (16 rows, 225 positions: 106 MB), against a few ms to reuse them.
+        for one batch's buffers (16 rows, 225 positions: 166 MB), against a few ms to reuse them. Only buffers with
+        a full batch's slots and at most ``max_rows`` x ``SLOT_POSITIONS`` positions are kept.
         """
-        if buffers[0].shape[0] >= self.max_rows:
+        slots, capacity = buffers[0].shape[0], buffers[0].shape[2]
+        if slots >= self.max_rows and slots * capacity <= self.max_rows * SLOT_POSITIONS:
             self._spare = buffers
 
     def _run(

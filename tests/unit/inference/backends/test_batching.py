@@ -373,6 +373,20 @@ async def test_a_step_writes_the_cache_in_place(spec: OnnxModel, cache: Path) ->
     await backend.aclose()
 
 
+async def test_a_long_prompt_gets_a_buffer_of_its_own_size_not_a_full_batch_of_it(spec: OnnxModel, cache: Path) -> None:
+    backend = await _started(spec, cache)
+    decoder = _decoder(backend)
+    long = _prompt(backend, " ".join(QUESTIONS * 14))
+    assert len(long) > decoder.max_rows * ort_decoder.SLOT_POSITIONS, "longer than a full batch's budget"
+    _, state = decoder.prefill([long])
+    assert decoder.join(None, state).slots == 1
+    _, short = decoder.prefill([_prompt(backend, QUESTIONS[0])])
+    assert decoder.join(None, short).slots == decoder.max_rows, "a short one keeps room for a batch to join it"
+    batcher = ContinuousBatcher("test", decoder, max_batch=4)
+    assert _all(batcher.submit(_greedy(long, 6))) == _alone(backend, long, 6)
+    await backend.aclose()
+
+
 async def test_cache_buffers_that_grow_shrink_and_compact_keep_the_answers(
     spec: OnnxModel, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
