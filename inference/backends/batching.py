@@ -60,7 +60,7 @@ class Decoder(Protocol, Generic[State]):
         ...
 
     def warm_up(self, rows: int) -> None:
-        """Run a batch of ``rows`` once, in the batcher's thread, before the first request."""
+        """Run a batch of ``rows`` once before the first request (from the batcher's worker, like every call)."""
         ...
 
 
@@ -243,7 +243,7 @@ class ContinuousBatcher(Generic[State]):
         if self._warm:
             self._warm = False
             try:
-                # In this thread: its allocator then holds a full batch's memory for the batches to come.
+                # Here, not in the caller: loading does not wait for it, and only this thread uses the decoder.
                 self.decoder.warm_up(self.max_batch)
             except Exception as exc:  # only a warm-up: the requests will say what is wrong
                 log.warning("%s: warm-up failed: %s", self.name, exc)
