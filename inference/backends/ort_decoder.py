@@ -180,7 +180,7 @@ class OrtDecoder:
         Each buffer is bound as both the past input and the present output, so GroupQueryAttention writes each
         row's new keys at the row's own length and reads the rest where they are (past_present_share_buffer).
         Returned as outputs instead, the whole cache would be copied every step into fresh memory one position
-        longer (measured at 16 rows and 150 positions: 60 ms a step that way, 47 ms in place).
+        longer (measured at 16 rows and 150 positions: 60 ms a step that way, 46.5 ms in place).
         """
         if batch.capacity <= int(batch.lengths.max()):
             batch = self._resized(batch, batch.rows)
