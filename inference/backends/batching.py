@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -43,8 +43,13 @@ State = TypeVar("State")
 class Decoder(Protocol, Generic[State]):
     """A causal LM run a batch of rows at a time; ``State`` is the batch's KV cache."""
 
-    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, State]:
-        """The next-token logits of each prompt [rows, vocab], and their cache."""
+    def prefill(
+        self, prompts: list[list[int]], ready: Callable[[int, np.ndarray], None] | None = None
+    ) -> tuple[np.ndarray, State]:
+        """The next-token logits of each prompt [rows, vocab], and their cache.
+
+        ``ready(i, logits)`` is called for each prompt as soon as its own logits are known, before the others'.
+        """
         ...
 
     def step(self, state: State, tokens: list[int]) -> tuple[np.ndarray, State]:
@@ -292,14 +297,24 @@ class ContinuousBatcher(Generic[State]):
         return group
 
     def _admit(self, group: list[BatchJob]) -> None:
+        taken: dict[int, bool] = {}
+
+        def ready(i: int, logits: np.ndarray) -> None:
+            # Each first token goes out as soon as its own prompt has run: in a burst, prompts that continue a
+            # stored beginning run one at a time, and the first of them need not wait for the last.
+            if i not in taken:
+                taken[i] = group[i]._take(logits)
+
         try:
-            logits, state = self.decoder.prefill([job.prompt for job in group])
+            logits, state = self.decoder.prefill([job.prompt for job in group], ready)
         except Exception as exc:  # e.g. a prompt the model cannot take: those requests fail, the batch goes on
             log.warning("%s: prefill of %d failed: %s", self.name, len(group), exc)
             for job in group:
                 job._finish(BackendUnavailable(f"{self.name}: generation failed: {exc}", backend=self.name))
             return
-        going = [i for i, job in enumerate(group) if job._take(logits[i])]
+        for i in range(len(group)):
+            ready(i, logits[i])
+        going = [i for i in range(len(group)) if taken[i]]
         if going:
             kept = state if len(going) == len(group) else self.decoder.select(state, going)
             assert kept is not None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,13 +108,17 @@ class OrtDecoder:
         self._kv_dtype = np.float16 if "float16" in inputs[self._past[0]].type else np.float32
         self.prefixes = PrefixCache()
 
-    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, KVBatch]:
+    def prefill(
+        self, prompts: list[list[int]], ready: Callable[[int, np.ndarray], None] | None = None
+    ) -> tuple[np.ndarray, KVBatch]:
         """Run prompts: the logits of each one's last position [rows, vocab], and their cache.
 
         A prompt that begins like one seen recently (its task's system prompt, the conversation so far, the same
         document) runs only the rest, on the stored cache of that beginning; so do prompts of this batch that
-        begin alike, once their shared beginning has run. The others run together, right-padded.
+        begin alike, once their shared beginning has run. The others run together, right-padded. ``ready(i,
+        logits)`` hears of each prompt as soon as it has run.
         """
+        report = ready or (lambda i, logits: None)
         hits = [self.prefixes.longest(prompt) for prompt in prompts]
         self._share_beginnings(prompts, hits)
         plain = [i for i, hit in enumerate(hits) if hit is None]
@@ -125,6 +130,7 @@ class OrtDecoder:
             for j, i in enumerate(plain):
                 logits[i] = plain_logits[j]
                 rows[i] = ([a[j : j + 1] for a in batch.arrays], len(prompts[i]))
+                report(i, logits[i])
         for i, hit in enumerate(hits):
             if hit is not None:
                 row_logits, arrays = self._prefill_after(hit, prompts[i][hit.length :])
@@ -132,6 +138,7 @@ class OrtDecoder:
                     logits = np.empty((len(prompts), row_logits.shape[-1]), dtype=row_logits.dtype)
                 logits[i] = row_logits[0]
                 rows[i] = (arrays, len(prompts[i]))
+                report(i, logits[i])
         batch = _stack([rows[i] for i in range(len(prompts))])
         for i, prompt in enumerate(prompts):
             self.prefixes.store(prompt, [a[i : i + 1] for a in batch.arrays])

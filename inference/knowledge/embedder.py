@@ -46,6 +46,9 @@ class Embedder:
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        # Its threads stop spinning when a run ends: a query is embedded just before the small tier prefills on
+        # the same cores (as the task classifier's, inference/classifier/encoder.py).
+        so.add_session_config_entry("session.force_spinning_stop", "1")
         self._session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}
         self.batch_size = batch_size

@@ -190,6 +190,12 @@ def test_classify_is_thread_safe(clf: TaskClassifier) -> None:
         assert (a.task, round(a.difficulty, 5)) == (b.task, round(b.difficulty, 5))
 
 
+def test_the_encoder_threads_stop_spinning_when_a_run_ends(clf: TaskClassifier) -> None:
+    # A spinning thread left behind holds a core while the small tier prefills the request just routed.
+    options = clf.encoder.session.get_session_options()
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
 def test_runtime_path_imports_no_torch_or_transformers(prepared_classifier: Path) -> None:
     code = (
         "import sys\n"

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inference.knowledge.embedder import Embedder
 from inference.knowledge.service import KnowledgeBase
 
 pytestmark = pytest.mark.real_model
@@ -55,6 +56,14 @@ async def test_embeddings_are_unit_vectors_and_batching_changes_nothing(kb: Know
     # Padding is masked out of the mean; what differs is int8 dynamic quantization, whose activation scale is
     # computed over the whole batch, so a batch-mate moves a vector slightly.
     assert (together * alone).sum(axis=1).min() > 0.98
+    await kb.close()
+
+
+async def test_the_embedder_threads_stop_spinning_when_a_run_ends(kb: KnowledgeBase) -> None:
+    # A query is embedded just before the small tier prefills on the same cores.
+    assert isinstance(kb.embedder, Embedder)
+    options = kb.embedder._session.get_session_options()
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
     await kb.close()
 
 

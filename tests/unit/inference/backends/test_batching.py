@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,9 @@ class ScriptedDecoder:
         self.steps: list[int] = []  # rows per step
         self.warmed: list[tuple[int, str]] = []  # rows, thread of each warm-up
         self.fail_warm_up = False
+        #: When set, a prefill reports its first row, then waits for this before it runs the others.
+        self.hold: threading.Event | None = None
+        self.held_until_released: list[bool] = []
 
     def _next(self, script: int, produced: int) -> int:
         answer = self.scripts.get(script, [])
@@ -58,12 +62,18 @@ class ScriptedDecoder:
             logits[r, self._next(script, produced)] = 1.0
         return logits
 
-    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    def prefill(
+        self, prompts: list[list[int]], ready: Callable[[int, np.ndarray], None] | None = None
+    ) -> tuple[np.ndarray, list[tuple[int, int]]]:
         self.prefills.append(len(prompts))
         if any(p[0] == POISON for p in prompts):
             raise RuntimeError("prompt too long for the model")
         rows = [(p[0], 0) for p in prompts]
-        return self._logits(rows), rows
+        logits = self._logits(rows)
+        if self.hold is not None and ready is not None:
+            ready(0, logits[0])  # the first prompt has run; the others take a while
+            self.held_until_released.append(self.hold.wait(timeout=30))
+        return logits, rows
 
     def step(self, state: list[tuple[int, int]], tokens: list[int]) -> tuple[np.ndarray, list[tuple[int, int]]]:
         self.steps.append(len(state))
@@ -144,6 +154,19 @@ def test_one_prefill_holds_at_most_its_token_budget() -> None:
     batcher.submit_many(jobs)
     assert [_all(job) for job in jobs] == [[EOS]] * 5
     assert decoder.prefills == [2, 2, 1], "4-token prompts, 8 tokens a run"
+
+
+def test_a_first_token_goes_out_as_soon_as_its_prompt_has_run_not_when_its_whole_group_has() -> None:
+    decoder = ScriptedDecoder({1: [5, EOS], 2: [7, EOS]})
+    decoder.hold = threading.Event()
+    batcher = ContinuousBatcher("scripted", decoder, max_batch=4)
+    first, second = _job(1), _job(2)
+    batcher.submit_many([first, second])
+    tokens = first.tokens(threading.Event())
+    assert next(tokens) == 5, "while the second prompt is still running"
+    decoder.hold.set()
+    assert list(tokens) == [EOS] and _all(second) == [7, EOS]
+    assert decoder.prefills == [2] and decoder.held_until_released == [True]
 
 
 def test_a_failed_prefill_fails_only_its_requests() -> None:
@@ -415,6 +438,12 @@ async def test_prompts_that_begin_alike_reuse_the_beginning_and_answer_the_same(
     later = _all(batcher.submit(_greedy(prompts[3], 8)))  # a later one starts from the stored system prompt
     assert decoder.prefixes.hits >= 4
     assert [*first, later] == [_alone(backend, p, 8) for p in prompts]
+    heard: list[tuple[int, np.ndarray]] = []
+    mixed = [prompts[1], _prompt(backend, QUESTIONS[0])]  # one continues a stored beginning, one runs whole
+    logits, _ = decoder.prefill(mixed, lambda i, row: heard.append((i, row.copy())))
+    assert sorted(i for i, _ in heard) == [0, 1], "each prompt reported once, as soon as it has run"
+    for i, row in heard:
+        np.testing.assert_array_equal(row, logits[i])
     turn = prompts[0] + [int(t) for t in first[0]]  # the next turn of a conversation finds the last one
     assert _all(batcher.submit(_greedy(turn, 8))) == _alone(backend, turn, 8)
     await backend.aclose()
