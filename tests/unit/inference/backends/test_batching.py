@@ -325,6 +325,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory, spec: OnnxModel) -> Path:
 async def _started(spec: OnnxModel, cache: Path) -> OnnxBackend:
     backend = OnnxBackend("tiny-genai", spec, cache)
     await backend.start()
+    if backend.batcher is not None:
+        _idle(backend.batcher)  # its warm-up is done: the tests below may use its decoder from their own threads
     return backend
 
 
