@@ -54,8 +54,10 @@ async def test_embeddings_are_unit_vectors_and_batching_changes_nothing(kb: Know
     assert together.shape == (3, 384)
     assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-4)
     # Padding is masked out of the mean; what differs is int8 dynamic quantization, whose activation scale is
-    # computed over the whole batch, so a batch-mate moves a vector slightly.
-    assert (together * alone).sum(axis=1).min() > 0.98
+    # computed over the whole batch, so a batch-mate moves a vector slightly: "short" beside the others kept a
+    # cosine of 0.98+ to itself alone on one host and 0.978 on another (AVX2 only: ONNX Runtime's int8 kernels
+    # differ by CPU), against 0.3 or less between unrelated texts.
+    assert (together * alone).sum(axis=1).min() > 0.97
     await kb.close()
 
 
