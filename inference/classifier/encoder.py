@@ -86,8 +86,8 @@ class OnnxEncoder:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.add_session_config_entry("session.intra_op.allow_spinning", "0" if threads == 1 else "1")
         # ...but only during a run: left spinning after it, the second thread held a core while the request it
-        # had just routed was prefilled on the small tier (first token 100 ms instead of 66-75 ms over HTTP,
-        # bench/concurrency.py); routing itself is no slower (bench/routing.py).
+        # had just routed was prefilled on the small tier (one client's first token 93-100 ms instead of 52-57 ms
+        # over HTTP, bench/concurrency.py); routing itself is no slower (bench/routing.py).
         so.add_session_config_entry("session.force_spinning_stop", "1")
         so.log_severity_level = 3
         self.session = ort.InferenceSession(str(model_path), so, providers=providers or default_providers())
