@@ -94,6 +94,9 @@ class OrtDecoder:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # Its threads spin within a run, not after it: between two steps the worker thread, the streams and the
+        # event loop need both cores (the gap between 16-row steps over HTTP fell from 2.1-2.8 ms to 1.4-1.9 ms).
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         # The graph comes from memory: tell ONNX Runtime where its external weights are.
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(export))
         self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])

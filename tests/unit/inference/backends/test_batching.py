@@ -360,6 +360,14 @@ async def test_on_cpu_the_genai_export_runs_batched_on_onnx_runtime(spec: OnnxMo
     await backend.aclose()
 
 
+async def test_the_decoder_threads_stop_spinning_when_a_run_ends(spec: OnnxModel, cache: Path) -> None:
+    # Between steps the worker, the streams and the event loop need the cores a spinning thread would hold.
+    backend = await _started(spec, cache)
+    options = _decoder(backend).session.get_session_options()
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    await backend.aclose()
+
+
 async def test_batched_greedy_answers_equal_genai_one_at_a_time(spec: OnnxModel, cache: Path) -> None:
     backend = await _started(spec, cache)
     prompts = [_prompt(backend, q) for q in QUESTIONS]
