@@ -4,7 +4,8 @@
     python bench/batch_steps.py --precision fp32         # another export of the same model
 
 For each batch size: the median time of one decode step (every row one new token, after a 60-token prompt) and
-the tokens/s a batch that size gives, against one row alone; also one 25-token prefill. Prepares the export first
+the tokens/s a batch that size gives, against one row alone; also one 25-token prefill, and sixteen short prompts
+prefilled in one run against each alone after a stored beginning. Prepares the export first
 when missing. No assertions: it prints a table (README, "Many users at once").
 """
 
@@ -15,6 +16,9 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,6 +63,31 @@ def main() -> None:
         rate = rows / step
         alone = alone or rate
         print(f"| {rows} | {step * 1000:.1f} ms | {rate:.0f} | {rate / alone:.2f}x | {prefill * 1000:.1f} ms |")
+    prompts_after_a_beginning(decoder, prompt, args.steps)
+
+
+def prompts_after_a_beginning(decoder: Any, beginning: list[int], runs: int) -> None:
+    """Sixteen 17-token prompts: all in one run, against each alone after a stored beginning (as a burst behind
+    a task's system prompt runs: ONNX Runtime's attention takes one row when given a past)."""
+    from inference.backends.ort_decoder import Prefix
+
+    rests = [list(range(200 + 17 * i, 217 + 17 * i)) for i in range(16)]
+    _, state = decoder._prefill_plain([beginning])
+    stored = Prefix(len(beginning), [np.ascontiguousarray(a[:, :, : len(beginning)]) for a in state.arrays])
+    together, alone = [], []
+    for _ in range(max(3, runs // 3)):
+        t0 = time.perf_counter()
+        decoder._prefill_plain(rests)
+        together.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for rest in rests:
+            decoder._prefill_after(stored, rest)
+        alone.append(time.perf_counter() - t0)
+    print(
+        f"\nSixteen 17-token prompts: {statistics.median(together) * 1000:.0f} ms in one run, "
+        f"{statistics.median(alone) * 1000 / 16:.0f} ms each alone after a stored {len(beginning)}-token beginning "
+        f"({statistics.median(alone) * 1000:.0f} ms for all sixteen)."
+    )
 
 
 if __name__ == "__main__":
