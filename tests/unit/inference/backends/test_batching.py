@@ -459,6 +459,66 @@ async def test_prompts_that_begin_alike_reuse_the_beginning_and_answer_the_same(
     await backend.aclose()
 
 
+class _CountingSession:
+    """The decoder's session, recording the shape of ``input_ids`` of each ``run`` (prefills; steps use IOBinding)."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self.runs: list[tuple[int, ...]] = []
+
+    def run(self, outputs: list[str], feed: dict[str, Any]) -> Any:
+        self.runs.append(tuple(feed["input_ids"].shape))
+        return self._session.run(outputs, feed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+async def test_prompts_continuing_one_stored_beginning_run_together_and_answer_as_alone(
+    spec: OnnxModel, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = await _started(spec, cache)
+    decoder = _decoder(backend)
+    prompts = [_prompt(backend, q, SYSTEM) for q in QUESTIONS]
+    decoder.prefill([prompts[0]])  # a first request stores its task's system prompt
+    counting = _CountingSession(decoder.session)
+    monkeypatch.setattr(decoder, "session", counting)
+    burst = prompts[1:]
+    logits, state = decoder.prefill(burst)
+    beginning = min(ort_decoder._common(p, prompts[0]) for p in burst)  # the system prompt, stored
+    assert counting.runs == [(1, sum(len(p) - beginning for p in burst))], "six rests in one run, in one row"
+    for i, prompt in enumerate(burst):  # each saw its beginning and itself only, at its own positions
+        alone, whole_cache = decoder._prefill_plain([prompt])
+        np.testing.assert_allclose(logits[i], alone[0], rtol=1e-4, atol=1e-4)
+        for row, whole in zip(state.arrays, whole_cache.arrays, strict=True):
+            np.testing.assert_allclose(row[i, :, : len(prompt)], whole[0, :, : len(prompt)], rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(decoder, "session", counting._session)
+    batcher = ContinuousBatcher("test", decoder, max_batch=8)
+    jobs = [_greedy(p, 10) for p in burst]
+    batcher.submit_many(jobs)
+    assert [_all(job) for job in jobs] == [_alone(backend, p, 10) for p in burst]
+    await backend.aclose()
+
+
+async def test_a_run_of_continued_prompts_holds_its_token_budget_and_a_long_history_keeps_its_own(
+    spec: OnnxModel, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = await _started(spec, cache)
+    decoder = _decoder(backend)
+    prompts = [_prompt(backend, q, SYSTEM) for q in QUESTIONS]
+    decoder.prefill([prompts[0]])
+    history = prompts[0] + list(range(40, 80)) + prompts[1][len(prompts[0]) - 8 :]  # a conversation's next turn
+    decoder.prefill([history[:-3]])  # its history so far is stored too
+    monkeypatch.setattr(ort_decoder, "FOLD_TOKENS", 40)
+    counting = _CountingSession(decoder.session)
+    monkeypatch.setattr(decoder, "session", counting)
+    decoder.prefill([*prompts[1:], history])
+    rests = [n for _, n in counting.runs]
+    assert max(rests) <= 40 and len(counting.runs) >= 3, "the six rests split into runs of at most 40 tokens"
+    assert 3 in rests, "the conversation runs its last three tokens on its own history"
+    await backend.aclose()
+
+
 async def test_concurrent_streams_through_the_backend_are_batched_and_identical(spec: OnnxModel, cache: Path) -> None:
     backend = await _started(spec, cache)
     messages = [[ChatMessage("user", q)] for q in QUESTIONS[:4]]
