@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import threading
+from typing import Any
 
 import pytest
 
 from inference.artifacts import default_cache_dir
 from inference.backends.batching import BatchJob
 from inference.backends.onnx import OnnxBackend, genai_token_ids
-from inference.backends.ort_decoder import OrtDecoder
+from inference.backends.ort_decoder import OrtDecoder, Prefix
 from inference.build.export import prepare_onnx
 from inference.catalogue import OnnxModel, load_catalogue
 from inference.types import ChatMessage, GenerationParams
@@ -102,5 +103,25 @@ async def test_batched_greedy_answers_equal_one_at_a_time_on_smollm2() -> None:
     reused = [_until_eos(list(batcher.submit(BatchJob(p, n, frozenset(eos))).tokens(threading.Event())), eos)
               for p in with_system]  # fmt: skip
     assert decoder.prefixes.hits - hits >= 2
-    assert reused == [_until_eos(one(p), eos) for p in with_system]
+    expected = [_until_eos(one(p), eos) for p in with_system]
+    assert reused == expected
+
+    # A burst behind that system prompt: their own parts run together in one model run, and answer the same.
+    burst = [
+        [int(i) for i in template([system, {"role": "user", "content": q}], add_generation_prompt=True)]
+        for q in QUESTIONS
+    ]
+    runs: list[int] = []
+    fold = decoder._prefill_folded
+
+    def counted(prefix: Prefix, rests: list[list[int]]) -> Any:
+        runs.append(len(rests))
+        return fold(prefix, rests)
+
+    decoder._prefill_folded = counted  # type: ignore[method-assign]
+    jobs = [BatchJob(p, n, frozenset(eos)) for p in burst]
+    batcher.submit_many(jobs)
+    folded = [_until_eos(list(job.tokens(threading.Event())), eos) for job in jobs]
+    assert runs and max(runs) >= 3, "the burst's parts after the system prompt ran together"
+    assert folded == [_until_eos(one(p), eos) for p in burst]
     await backend.aclose()
