@@ -300,8 +300,9 @@ class ContinuousBatcher(Generic[State]):
         taken: dict[int, bool] = {}
 
         def ready(i: int, logits: np.ndarray) -> None:
-            # Each first token goes out as soon as its own prompt has run: in a burst, prompts that continue a
-            # stored beginning run one at a time, and the first of them need not wait for the last.
+            # Each first token goes out as soon as its own prompt has run: a group's prompts can run in several
+            # model runs (those without a stored beginning, then those continuing each beginning), and the
+            # first runs' requests need not wait for the last.
             if i not in taken:
                 taken[i] = group[i]._take(logits)
 
