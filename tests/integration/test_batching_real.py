@@ -56,7 +56,7 @@ def _until_eos(ids: list[int], eos: set[int]) -> tuple[list[int], bool]:
     return ids, False
 
 
-async def test_batched_greedy_answers_equal_one_at_a_time_on_smollm2() -> None:
+async def test_batched_greedy_answers_equal_one_at_a_time_on_smollm2(monkeypatch: pytest.MonkeyPatch) -> None:
     backend = await _backend()
     batcher = backend.batcher
     assert batcher is not None
@@ -118,7 +118,7 @@ async def test_batched_greedy_answers_equal_one_at_a_time_on_smollm2() -> None:
         runs.append(len(rests))
         return fold(prefix, rests)
 
-    decoder._prefill_folded = counted  # type: ignore[method-assign]
+    monkeypatch.setattr(decoder, "_prefill_folded", counted)
     jobs = [BatchJob(p, n, frozenset(eos)) for p in burst]
     batcher.submit_many(jobs)
     folded = [_until_eos(list(job.tokens(threading.Event())), eos) for job in jobs]
