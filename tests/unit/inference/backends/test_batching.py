@@ -474,15 +474,26 @@ class _CountingSession:
         return getattr(self._session, name)
 
 
-async def test_prompts_continuing_one_stored_beginning_run_together_and_answer_as_alone(
-    spec: OnnxModel, cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _system_prompt_stored(spec: OnnxModel, cache: Path) -> tuple[OnnxBackend, OrtDecoder, list[list[int]]]:
+    """A started backend whose decoder has run a first request, storing its task's system prompt; the prompts."""
     backend = await _started(spec, cache)
     decoder = _decoder(backend)
     prompts = [_prompt(backend, q, SYSTEM) for q in QUESTIONS]
-    decoder.prefill([prompts[0]])  # a first request stores its task's system prompt
+    decoder.prefill([prompts[0]])
+    return backend, decoder, prompts
+
+
+def _count_runs(decoder: OrtDecoder, monkeypatch: pytest.MonkeyPatch) -> _CountingSession:
     counting = _CountingSession(decoder.session)
     monkeypatch.setattr(decoder, "session", counting)
+    return counting
+
+
+async def test_prompts_continuing_one_stored_beginning_run_together_and_answer_as_alone(
+    spec: OnnxModel, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend, decoder, prompts = await _system_prompt_stored(spec, cache)
+    counting = _count_runs(decoder, monkeypatch)
     burst = prompts[1:]
     logits, state = decoder.prefill(burst)
     beginning = min(ort_decoder._common(p, prompts[0]) for p in burst)  # the system prompt, stored
@@ -503,15 +514,11 @@ async def test_prompts_continuing_one_stored_beginning_run_together_and_answer_a
 async def test_a_run_of_continued_prompts_holds_its_token_budget_and_a_long_history_keeps_its_own(
     spec: OnnxModel, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    backend = await _started(spec, cache)
-    decoder = _decoder(backend)
-    prompts = [_prompt(backend, q, SYSTEM) for q in QUESTIONS]
-    decoder.prefill([prompts[0]])
+    backend, decoder, prompts = await _system_prompt_stored(spec, cache)
     history = prompts[0] + list(range(40, 80)) + prompts[1][len(prompts[0]) - 8 :]  # a conversation's next turn
     decoder.prefill([history[:-3]])  # its history so far is stored too
     monkeypatch.setattr(ort_decoder, "FOLD_TOKENS", 40)
-    counting = _CountingSession(decoder.session)
-    monkeypatch.setattr(decoder, "session", counting)
+    counting = _count_runs(decoder, monkeypatch)
     decoder.prefill([*prompts[1:], history])
     rests = [n for _, n in counting.runs]
     assert max(rests) <= 40 and len(counting.runs) >= 3, "the six rests split into runs of at most 40 tokens"
