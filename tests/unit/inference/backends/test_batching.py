@@ -632,3 +632,17 @@ def test_a_graph_without_a_language_model_head_is_refused(tmp_path: Path) -> Non
     onnx.save(helper.make_model(graph), str(tmp_path / "model.onnx"))
     with pytest.raises(GraphNotSupported, match="no /lm_head"):
         OrtDecoder(tmp_path)
+
+
+def test_a_graph_without_grouped_query_attention_over_a_cache_is_refused(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("input_ids", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])
+    head = helper.make_node("MatMul", ["input_ids", "w"], ["logits"], name="/lm_head/MatMul")
+    weight = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    graph = helper.make_graph([head], "a-head-without-attention", [x], [y], [weight])
+    onnx.save(helper.make_model(graph), str(tmp_path / "model.onnx"))
+    with pytest.raises(GraphNotSupported, match="no GroupQueryAttention"):
+        OrtDecoder(tmp_path)
