@@ -101,7 +101,7 @@ class OrtDecoder:
         #: A batch's buffers that no longer hold one, reused by the next batch that fits them.
         self._spare: list[np.ndarray] | None = None
 
-        model_bytes = last_position_graph(export / "model.onnx")
+        model_bytes = decoder_graph(export / "model.onnx")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -490,7 +490,7 @@ def _stack(rows: list[tuple[list[np.ndarray], int]]) -> KVBatch:
     return KVBatch(stacked, np.array([length for _, length in rows], dtype=np.int64))
 
 
-def last_position_graph(model_path: Path) -> bytes:
+def decoder_graph(model_path: Path) -> bytes:
     """The export's graph with the inputs this decoder feeds besides the export's own (the weights stay in the
     export's external data file; only the graph, a few hundred kB, is read and changed):
 
